@@ -1,0 +1,80 @@
+"""The audit context a check receives: the params and lazily opened, shared probes.
+
+A probe is opened the first time a check needs it. If opening fails, the failure is remembered and re-raised as the
+same :class:`ProbeError` for every later check that needs it, so a dead database costs one timeout, not twenty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from recsys_audit.params import Params
+from recsys_audit.probes import ProbeError
+
+if TYPE_CHECKING:
+    from recsys_audit.probes.config import ConfigView
+    from recsys_audit.probes.database import ReadOnlyDatabase
+    from recsys_audit.probes.service import ServiceClient
+
+T = TypeVar("T")
+
+
+class AuditContext:
+    def __init__(self, params: Params, run_dir: Path) -> None:
+        self.params = params
+        self.run_dir = run_dir
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """Compute a probe result once per kernel and share it between checks (failures are shared too)."""
+        if key not in self._memo:
+            try:
+                self._memo[key] = compute()
+            except (ProbeError, OSError, ValueError) as exc:
+                self._memo[key] = exc
+        value = self._memo[key]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    # --- probes ------------------------------------------------------------------------------------------------
+
+    @property
+    def service(self) -> ServiceClient:
+        from recsys_audit.probes.service import ServiceClient
+
+        return self.memo("probe:service", lambda: ServiceClient(self.params))
+
+    @property
+    def db(self) -> ReadOnlyDatabase:
+        from recsys_audit.probes.database import ReadOnlyDatabase
+
+        def open_db() -> ReadOnlyDatabase:
+            database = self.params.database
+            if database.dsn is None:
+                raise ProbeError("no database in params (database.dsn) — add a read-only DSN reference")
+            return ReadOnlyDatabase(database.dsn, database.statement_timeout_ms)
+
+        return self.memo("probe:db", open_db)
+
+    @property
+    def config(self) -> ConfigView:
+        from recsys_audit.probes.config import ConfigSourceError, load_config_view
+
+        def load() -> ConfigView:
+            if not self.params.config_sources:
+                raise ProbeError("no deployment config in params (config_sources) — list the env/Helm files")
+            try:
+                return load_config_view(self.params)
+            except ConfigSourceError as exc:
+                raise ProbeError(f"config source unreadable: {exc}") from None
+
+        return self.memo("probe:config", load)
+
+    def close(self) -> None:
+        for value in self._memo.values():
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()

@@ -1,0 +1,381 @@
+"""Environment profiles: ``params/<env>.yaml`` -> a validated :class:`Params` model.
+
+Secrets are never written in the file: they are references (``env:NAME`` or ``file:PATH``) that become
+:class:`Secret` objects. A reference is checked when the file loads (the variable is set, the file exists) and read
+only when a probe needs it; a ``Secret`` prints as ``***``. Relative paths are relative to the params file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from recsys_audit.redaction import MASK, register_secret
+
+
+class ParamsError(Exception):
+    """A params file that cannot be used: the message names the file, the field path and the fix."""
+
+    exit_code = 2
+
+
+class Secret:
+    """A lazily resolved secret reference. ``str()`` and ``repr()`` never show the value."""
+
+    __slots__ = ("_base", "_value", "ref")
+
+    def __init__(self, ref: str, base: Path | None = None) -> None:
+        scheme, _, target = ref.partition(":")
+        if scheme not in {"env", "file"} or not target:
+            raise ValueError("a secret must be a reference, 'env:VARIABLE' or 'file:PATH' — never the value itself")
+        self.ref = ref
+        self._base = base
+        self._value: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return self.ref.partition(":")[0]
+
+    @property
+    def target(self) -> str:
+        return self.ref.partition(":")[2]
+
+    def _path(self) -> Path:
+        path = Path(self.target).expanduser()
+        return path if path.is_absolute() or self._base is None else self._base / path
+
+    def problem(self) -> str | None:
+        """Why this reference cannot be resolved, or None."""
+        if self.scheme == "env":
+            return None if os.environ.get(self.target) else f"environment variable {self.target} is not set"
+        path = self._path()
+        return None if path.is_file() else f"secret file {path} does not exist"
+
+    def reveal(self) -> str:
+        if self._value is None:
+            problem = self.problem()
+            if problem:
+                raise ParamsError(f"secret {self.ref}: {problem}")
+            raw = os.environ[self.target] if self.scheme == "env" else self._path().read_text(encoding="utf-8")
+            self._value = raw.strip()
+            register_secret(self._value)
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.ref == self.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+
+def _to_secret(value: Any) -> Any:
+    if isinstance(value, Secret) or value is None:
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a secret must be a string reference 'env:VARIABLE' or 'file:PATH'")
+    return Secret(value)
+
+
+SecretRef = Annotated[Any, BeforeValidator(_to_secret)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False)
+
+
+# --- who the auditor is on the target --------------------------------------------------------------------------
+
+
+class Credential(Model):
+    """One identity: a bearer token, an API key, or both (the service accepts a JWT and a key together)."""
+
+    bearer: SecretRef = None
+    api_key: SecretRef = None
+
+    @model_validator(mode="after")
+    def _one_needed(self) -> Credential:
+        if self.bearer is None and self.api_key is None:
+            raise ValueError("give 'bearer: env:VAR' or 'api_key: env:VAR' (or both)")
+        return self
+
+
+class Credentials(Model):
+    viewer: Credential | None = None
+    operator: Credential | None = None
+    admin: Credential | None = None
+    no_role: Credential | None = Field(None, description="an identity of the audited tenant holding no role")
+
+
+class OtherTenant(Model):
+    """An identity of a second tenant, used to prove that tenants are isolated."""
+
+    tenant: str
+    credential: Credential | None = None
+
+
+class JwtParams(Model):
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    tenant_claim: str = "tenant_id"
+    role_claim: str = "roles"
+    # Private key trusted by the target, for negative probes on non-production targets only.
+    signing_key: SecretRef = None
+    signing_kid: str | None = None
+
+
+class AuthParams(Model):
+    mechanisms: list[Literal["jwt", "api_key"]] = Field(default_factory=list)
+    tenant_source: Literal["claims", "header", "claims+header"] | None = None
+    tenant_source_documented_at: str | None = None
+    tenant_header: str = "X-Org-Id"
+    api_key_header: str = "X-API-Key"
+    dev_user_header: str = "X-Dev-User-Id"
+    dev_tenant_header: str = "X-Dev-Org-Id"
+    jwt: JwtParams = Field(default_factory=JwtParams)
+    credentials: Credentials = Field(default_factory=Credentials)
+    other_tenant: OtherTenant | None = None
+    key_rotation_process_documented_at: str | None = None
+
+
+# --- what is audited -------------------------------------------------------------------------------------------
+
+
+class TenantParams(Model):
+    id: str = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
+    surfaces: list[str] = Field(min_length=1)
+    serving_mode: Literal["db_only", "artifact"] | None = None
+    mode_documented_at: str | None = None
+
+
+class TargetParams(Model):
+    base_url: str
+    timeout_s: float = Field(5.0, gt=0)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    behind_proxy: bool = False
+    production: bool = Field(False, description="judge the target by production rules")
+
+
+class PrometheusParams(Model):
+    url: str | None = None
+    job: str | None = Field(None, description="scrape job of the service; default: any target with recsys metrics")
+    rules_files: list[str] = Field(default_factory=list)
+
+
+class DatabaseParams(Model):
+    dsn: SecretRef = None
+    statement_timeout_ms: int = Field(3000, gt=0)
+    service_role: str | None = Field(None, description="the role recsys-service connects as")
+    allowed_event_readers: list[str] = Field(default_factory=list)
+
+
+class S3Params(Model):
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: SecretRef = None
+    secret_key: SecretRef = None
+
+
+class ManifestParams(Model):
+    template: str | None = Field(None, description="URI with {tenant} and {surface}: file://, http(s)://, s3://")
+    previous_template: str | None = Field(None, description="where known-good previous manifests are retained")
+    s3: S3Params = Field(default_factory=S3Params)
+
+
+class ConfigSource(Model):
+    kind: Literal["env_file", "helm_values", "compose"]
+    path: str
+    service: str | None = Field(None, description="compose service name (compose only)")
+
+
+class LogParams(Model):
+    exposure: list[str] = Field(default_factory=list, description="exposure JSONL files or directories")
+    service: list[str] = Field(default_factory=list, description="service log files to scan for secrets")
+    audit: list[str] = Field(default_factory=list, description="file audit log (JSONL with hash chain)")
+
+
+class Policies(Model):
+    manifest_max_age_s: int = Field(26 * 3600, gt=0)
+    signal_max_age_days: int = Field(2, gt=0)
+    exposure_retention_days: int = Field(30, gt=0)
+    api_key_max_age_days: int = Field(90, gt=0)
+    latency_p95_ms: float = Field(250, gt=0)
+    error_ratio_max: float = Field(0.01, ge=0, le=1)
+    attestation_max_age_days: int = Field(180, gt=0)
+    backup_max_age_h: int = Field(26, gt=0)
+    load_test_max_age_days: int = Field(90, gt=0)
+    min_salt_length: int = Field(16, gt=0)
+    publish_interval_s: int | None = Field(None, description="how often pipelines publish manifests")
+
+
+class PrivacyParams(Model):
+    allowed_identifiers: list[Literal["user_id", "anonymous_id", "session_id"]] = Field(default_factory=list)
+    pii_patterns: dict[str, str] = Field(default_factory=dict, description="extra name -> regex to look for")
+    sample_rows: int = Field(1000, gt=0, le=100_000)
+
+
+class LoadTestParams(Model):
+    allowed: bool = False
+    report: str | None = Field(None, description="load-test JSON report (upstream loadtest format)")
+    requests: int = Field(1000, gt=0, le=100_000)
+    concurrency: int = Field(10, gt=0, le=256)
+    max_seconds: float = Field(30, gt=0, le=600)
+    provoke_backpressure: bool = False
+
+
+class MigrationParams(Model):
+    expected_latest: int | None = None
+    directory: str | None = Field(None, description="migrations directory (<version>_<name>.up.sql)")
+    explicit_job: str | None = Field(None, description="how migrations run in production (job name / pipeline)")
+
+
+class RestoreDrillParams(Model):
+    enabled: bool = False
+    scratch_dsn: SecretRef = None
+    allow_production: bool = False
+
+
+class DeploymentParams(Model):
+    grafana_dashboard: str | None = None
+    pipelines_schedule: str | None = None
+    pipelines_last_success: dt.datetime | None = None
+    pipelines_owner: str | None = None
+    backup_tool: str | None = None
+    last_backup_at: dt.datetime | None = None
+
+
+class Waiver(Model):
+    check: str
+    justification: str = Field(min_length=10)
+    expires: dt.date
+    approved_by: str
+
+
+class Attestation(Model):
+    check: str
+    by: str
+    date: dt.date
+    evidence_url: str
+    note: str = ""
+
+
+class EnvironmentParams(Model):
+    name: str
+    owner: str | None = Field(None, description="who owns the environment (may not sign its audit)")
+    allow_owner_signoff: bool = False
+
+
+class Params(Model):
+    environment: EnvironmentParams
+    target: TargetParams
+    auth: AuthParams = Field(default_factory=AuthParams)
+    tenants: list[TenantParams] = Field(min_length=1)
+    metrics_url: str | None = Field(None, description="default: <base_url>/metrics")
+    prometheus: PrometheusParams = Field(default_factory=PrometheusParams)
+    database: DatabaseParams = Field(default_factory=DatabaseParams)
+    manifests: ManifestParams = Field(default_factory=ManifestParams)
+    config_sources: list[ConfigSource] = Field(default_factory=list)
+    logs: LogParams = Field(default_factory=LogParams)
+    policies: Policies = Field(default_factory=Policies)
+    privacy: PrivacyParams = Field(default_factory=PrivacyParams)
+    load_test: LoadTestParams = Field(default_factory=LoadTestParams)
+    migrations: MigrationParams = Field(default_factory=MigrationParams)
+    restore_drill: RestoreDrillParams = Field(default_factory=RestoreDrillParams)
+    deployment: DeploymentParams = Field(default_factory=DeploymentParams)
+    waivers: list[Waiver] = Field(default_factory=list)
+    attestations: list[Attestation] = Field(default_factory=list)
+
+    # Set by load_params, not by the file.
+    source: Path | None = Field(None, exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def path(self, value: str) -> Path:
+        """A path from the file, resolved relative to the params file."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def resolved_metrics_url(self) -> str:
+        return self.metrics_url or self.target.base_url.rstrip("/") + "/metrics"
+
+
+def _walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
+    if isinstance(value, Secret):
+        return [(path, value)]
+    if isinstance(value, BaseModel):
+        return [
+            found
+            for name in type(value).model_fields
+            for found in _walk_secrets(getattr(value, name), f"{path}.{name}" if path else name)
+        ]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _walk_secrets(item, f"{path}[{i}]")]
+    return []
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+_FIXES = {
+    "extra_forbidden": "remove it, or check its spelling against params/README.md",
+    "missing": "add it",
+}
+
+
+def load_params(path: str | Path) -> Params:
+    """Load and validate a params file; every problem raises :class:`ParamsError` naming file, field and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file — create it from params/production.example.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ParamsError(f"{path}{where}: not valid YAML — {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of fields at the top level, found {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            fix = _FIXES.get(error["type"], "")
+            lines.append(f"{path}: {_field_path(error['loc'])}: {error['msg']}" + (f" — {fix}" if fix else ""))
+        raise ParamsError("\n".join(lines)) from None
+    params.source = path.resolve()
+    problems = []
+    for field_path, secret in _walk_secrets(params):
+        secret._base = params.base_dir
+        problem = secret.problem()
+        if problem:
+            fix = f"export {secret.target}" if secret.scheme == "env" else "create the file or correct the path"
+            problems.append(f"{path}: {field_path}: {problem} — {fix}")
+    if problems:
+        raise ParamsError("\n".join(problems))
+    return params
+
+
+def attestation_for(params: Params, check_id: str) -> Attestation | None:
+    """The newest attestation for a check, if any (expiry is judged by the caller)."""
+    matches = [a for a in params.attestations if a.check == check_id]
+    return max(matches, key=lambda a: a.date) if matches else None

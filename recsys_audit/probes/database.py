@@ -1,0 +1,83 @@
+"""Read-only PostgreSQL session for the audit.
+
+Every statement runs in a read-only transaction (``default_transaction_read_only=on`` and ``SET TRANSACTION READ
+ONLY``) under a statement timeout, with ``application_name=recsys-audit`` so the DBA can see who is asking. Each
+query is its own transaction and is rolled back. Checks must stay bounded: catalog statistics, ``TABLESAMPLE``,
+``LIMIT`` and indexes — never an unbounded scan of an event table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from recsys_audit.params import Secret
+from recsys_audit.probes import ProbeError
+from recsys_audit.redaction import redact_text
+
+
+class ReadOnlyDatabase:
+    def __init__(self, dsn: Secret, statement_timeout_ms: int = 3000, connect_timeout_s: int = 5) -> None:
+        self._dsn = dsn
+        self.statement_timeout_ms = statement_timeout_ms
+        self.connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+
+    def _connection(self) -> psycopg.Connection[dict[str, Any]]:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(
+                    self._dsn.reveal(),
+                    autocommit=False,
+                    row_factory=dict_row,
+                    connect_timeout=self.connect_timeout_s,
+                    application_name="recsys-audit",
+                    options=(
+                        "-c default_transaction_read_only=on "
+                        f"-c statement_timeout={self.statement_timeout_ms} "
+                        "-c lock_timeout=1000 -c idle_in_transaction_session_timeout=60000"
+                    ),
+                )
+            except psycopg.Error as exc:
+                raise ProbeError(f"database connection failed: {_one_line(exc)}") from None
+        return self._conn
+
+    def query(self, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
+        """Run one read-only statement and return its rows as dicts."""
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute(sql, params)  # type: ignore[arg-type]
+                rows = cursor.fetchall() if cursor.description else []
+            return rows
+        except psycopg.errors.QueryCanceled:
+            raise ProbeError(
+                f"query cancelled by statement_timeout ({self.statement_timeout_ms} ms): {_sql_head(sql)}"
+            ) from None
+        except psycopg.Error as exc:
+            raise ProbeError(f"query failed: {_one_line(exc)} [{_sql_head(sql)}]") from None
+        finally:
+            if not conn.closed:
+                conn.rollback()
+
+    def scalar(self, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> Any:
+        rows = self.query(sql, params)
+        return next(iter(rows[0].values())) if rows else None
+
+    def table_exists(self, name: str, schema: str = "public") -> bool:
+        return bool(self.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{name}",)))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _one_line(exc: Exception) -> str:
+    return redact_text(" ".join(str(exc).split()))[:300]
+
+
+def _sql_head(sql: str) -> str:
+    return " ".join(sql.split())[:120]
