@@ -98,15 +98,16 @@ class Model(BaseModel):
 
 
 class Credential(Model):
-    """One identity: a bearer token, an API key, or both (the service accepts a JWT and a key together)."""
+    """One identity: a bearer token, an API key, or plain (non-secret) headers such as the dev-auth headers."""
 
     bearer: SecretRef = None
     api_key: SecretRef = None
+    headers: dict[str, str] = Field(default_factory=dict, description="non-secret headers, e.g. X-Dev-User-Id")
 
     @model_validator(mode="after")
     def _one_needed(self) -> Credential:
-        if self.bearer is None and self.api_key is None:
-            raise ValueError("give 'bearer: env:VAR' or 'api_key: env:VAR' (or both)")
+        if self.bearer is None and self.api_key is None and not self.headers:
+            raise ValueError("give 'bearer: env:VAR', 'api_key: env:VAR' or 'headers: {...}'")
         return self
 
 
@@ -133,6 +134,7 @@ class JwtParams(Model):
     # Private key trusted by the target, for negative probes on non-production targets only.
     signing_key: SecretRef = None
     signing_kid: str | None = None
+    ca_bundle: str | None = Field(None, description="CA bundle to verify the JWKS endpoint's TLS certificate")
 
 
 class AuthParams(Model):

@@ -114,6 +114,7 @@ class ServiceClient:
             raise ProbeError(f"no credential for role '{role}' in params (auth.credentials.{role})")
         headers: dict[str, str] = {}
         if credential is not None:
+            headers.update(credential.headers)
             if credential.bearer is not None:
                 headers["Authorization"] = f"Bearer {credential.bearer.reveal()}"
             if credential.api_key is not None:
