@@ -16,6 +16,7 @@ from recsys_audit.probes import ProbeError
 if TYPE_CHECKING:
     from recsys_audit.probes.config import ConfigView
     from recsys_audit.probes.database import ReadOnlyDatabase
+    from recsys_audit.probes.metrics import MetricsSnapshot, PrometheusClient
     from recsys_audit.probes.service import ServiceClient
 
 T = TypeVar("T")
@@ -72,6 +73,26 @@ class AuditContext:
                 raise ProbeError(f"config source unreadable: {exc}") from None
 
         return self.memo("probe:config", load)
+
+    @property
+    def metrics(self) -> MetricsSnapshot:
+        """One scrape of the service's /metrics per kernel."""
+        from recsys_audit.probes.metrics import scrape
+
+        target = self.params.target
+        verify: bool | str = str(self.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
+        return self.memo("probe:metrics", lambda: scrape(self.params.resolved_metrics_url, target.timeout_s, verify))
+
+    @property
+    def prometheus(self) -> PrometheusClient:
+        from recsys_audit.probes.metrics import PrometheusClient
+
+        def open_prometheus() -> PrometheusClient:
+            if not self.params.prometheus.url:
+                raise ProbeError("no Prometheus in params (prometheus.url) — add the server's base URL")
+            return PrometheusClient(self.params.prometheus.url, self.params.target.timeout_s)
+
+        return self.memo("probe:prometheus", open_prometheus)
 
     def close(self) -> None:
         for value in self._memo.values():
