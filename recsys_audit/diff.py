@@ -1,0 +1,190 @@
+"""What changed between two audits of one environment: new, resolved and persisting findings, status changes.
+
+A finding is identified across runs by a stable fingerprint of environment and check id. Only problem statuses
+(fail, warn, error, manual) count as findings; pass and skip are "no finding". Attestations are applied first, so a
+manual check attested at sign-off is not a finding, and becomes one again when its attestation expires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys_audit.display import badge
+from recsys_audit.findings import Finding, Status
+from recsys_audit.signoff import SignoffError, effective_findings, read_record, read_run, verify_run
+
+PROBLEM_STATUSES = frozenset({Status.FAIL, Status.WARN, Status.ERROR, Status.MANUAL})
+
+
+class DiffError(Exception):
+    """Two runs that cannot be compared; one line saying why."""
+
+
+def fingerprint(env: str, check_id: str) -> str:
+    return hashlib.sha256(f"{env}\x00{check_id}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Change:
+    fingerprint: str
+    check: str
+    title: str
+    severity: str
+    old_status: str | None  # None: the check was not in that run
+    new_status: str | None
+    summary: str  # the newer summary when there is one
+
+
+@dataclass
+class AuditDiff:
+    env: str
+    old_run: str
+    new_run: str
+    new: list[Change] = field(default_factory=list)
+    resolved: list[Change] = field(default_factory=list)
+    persisting: list[Change] = field(default_factory=list)
+    status_changes: list[Change] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "new": len(self.new),
+            "resolved": len(self.resolved),
+            "persisting": len(self.persisting),
+            "status_changes": len(self.status_changes),
+        }
+
+    def headline(self) -> str:
+        c = self.counts()
+        return (
+            f"{c['new']} new, {c['resolved']} resolved, {c['persisting']} persisting, "
+            f"{c['status_changes']} status changes"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "old_run": self.old_run,
+            "new_run": self.new_run,
+            "counts": self.counts(),
+            **{name: [asdict(c) for c in getattr(self, name)] for name in self.counts()},
+        }
+
+    def text(self) -> str:
+        lines = [f"{self.env}: {self.old_run} -> {self.new_run}: {self.headline()}"]
+        for name, changes in (("new", self.new), ("resolved", self.resolved), ("persisting", self.persisting)):
+            for c in changes:
+                shown = c.new_status if name != "resolved" else f"{c.old_status} -> {c.new_status or 'absent'}"
+                lines.append(f"  {name:<10} {c.fingerprint}  {c.check:<40} {shown:<16} {c.severity}")
+        for c in self.status_changes:
+            lines.append(
+                f"  {'status':<10} {c.fingerprint}  {c.check:<40} {c.old_status or 'absent'} -> {c.new_status}"
+            )
+        return "\n".join(lines)
+
+
+def _change(env: str, check: str, old: Finding | None, new: Finding | None) -> Change:
+    latest = new or old
+    assert latest is not None
+    return Change(
+        fingerprint=fingerprint(env, check),
+        check=check,
+        title=latest.title,
+        severity=str(latest.severity),
+        old_status=str(old.status) if old else None,
+        new_status=str(new.status) if new else None,
+        summary=latest.summary,
+    )
+
+
+def diff_findings(env: str, old_run: str, new_run: str, old: list[Finding], new: list[Finding]) -> AuditDiff:
+    before = {f.id: f for f in old}
+    after = {f.id: f for f in new}
+    result = AuditDiff(env, old_run, new_run)
+    for check in sorted(set(before) | set(after)):
+        was, now = before.get(check), after.get(check)
+        was_problem = was is not None and was.status in PROBLEM_STATUSES
+        is_problem = now is not None and now.status in PROBLEM_STATUSES
+        change = _change(env, check, was, now)
+        if is_problem and not was_problem:
+            result.new.append(change)
+        elif was_problem and not is_problem:
+            result.resolved.append(change)
+        elif was_problem and is_problem:
+            result.persisting.append(change)
+        if was is not None and now is not None and was.status != now.status:
+            result.status_changes.append(change)
+    return result
+
+
+def diff_runs(old_dir: Path, new_dir: Path) -> AuditDiff:
+    """Compare two run directories of the same environment (attestations applied as of each sign-off)."""
+    try:
+        old_run, new_run = read_run(Path(old_dir)), read_run(Path(new_dir))
+        old, new = effective_findings(Path(old_dir)), effective_findings(Path(new_dir))
+    except SignoffError as exc:
+        raise DiffError(str(exc)) from None
+    if old_run.env != new_run.env:
+        raise DiffError(
+            f"{old_dir} audits {old_run.env!r} but {new_dir} audits {new_run.env!r} — compare one environment"
+        )
+    return diff_findings(new_run.env, Path(old_dir).name, Path(new_dir).name, old, new)
+
+
+def previous_signed_run(run_dir: Path) -> Path | None:
+    """The newest earlier run of the same environment whose sign-off verifies, if any."""
+    run_dir = Path(run_dir).resolve()
+    env = read_run(run_dir).env
+    earlier = sorted(
+        (p for p in run_dir.parent.iterdir() if p.is_dir() and p.name < run_dir.name and (p / "signoff.sig").is_file()),
+        reverse=True,
+    )
+    for candidate in earlier:
+        try:
+            if read_run(candidate).env == env and verify_run(candidate).ok:
+                return candidate
+        except SignoffError:
+            continue
+    return None
+
+
+def _changes_table(title: str, changes: list[Change], show_old: bool) -> str:
+    if not changes:
+        return ""
+    rows = "".join(
+        f"<tr><td>{badge(Status(c.old_status if show_old else c.new_status))}</td><td>{html.escape(c.check)}</td>"
+        f"<td>{html.escape(c.severity)}</td><td>{html.escape(c.title)}</td><td><code>{c.fingerprint}</code></td></tr>"
+        for c in changes
+    )
+    return (
+        f"<h4>{html.escape(title)}</h4><table class='ra-table' border='1' style='border-collapse:collapse'>"
+        f"<tr><th>status</th><th>check</th><th>severity</th><th>title</th><th>fingerprint</th></tr>{rows}</table>"
+    )
+
+
+def since_last_audit_html(run_dir: Path) -> str:
+    """Static HTML for the report: the diff against the previous signed audit of the environment."""
+    run_dir = Path(run_dir)
+    try:
+        previous = previous_signed_run(run_dir)
+        if previous is None:
+            return "<div class='ra-diff'><p>No earlier signed audit of this environment.</p></div>"
+        result = diff_runs(previous, run_dir)
+        record = read_record(previous) or {}
+    except (DiffError, SignoffError, OSError) as exc:
+        return f"<div class='ra-diff'><p>Not compared: {html.escape(str(exc))}</p></div>"
+    counts = result.counts()
+    signer = html.escape(f"{record.get('reviewer', '?')} on {record.get('signed_at', '?')}")
+    return (
+        f"<div class='ra-diff'><p><strong>Since last audit: {counts['new']} new, "
+        f"{counts['resolved']} resolved</strong>, "
+        f"{counts['persisting']} persisting, {counts['status_changes']} status changes — compared with "
+        f"<code>{html.escape(previous.name)}</code> (signed by {signer}).</p>"
+        + _changes_table("New findings", result.new, show_old=False)
+        + _changes_table("Resolved findings", result.resolved, show_old=True)
+        + _changes_table("Persisting findings", result.persisting, show_old=False)
+        + "</div>"
+    )

@@ -1,0 +1,241 @@
+"""JupyterLab review widgets: an environment and run picker, a findings explorer and a sign-off form.
+
+In a live frontend they are interactive ipywidgets. Executed headless (papermill, nbconvert), a widget cannot render,
+so :func:`show` also displays a static HTML table, and the widget's plain-text fallback says what it is.
+The sign-off form calls :func:`recsys_audit.signoff.sign_run`, exactly as ``recsys-audit sign`` does.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from recsys_audit.display import findings_table_html
+from recsys_audit.findings import Finding, Severity, Status
+from recsys_audit.signoff import DECISIONS, SignoffError, effective_findings, read_run, sign_run, verify_run
+
+ALL = "all"
+
+
+def live_frontend() -> bool:
+    """True inside a kernel driven by an interactive frontend (it allows stdin; papermill/nbclient do not)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(kernel is not None and getattr(kernel, "_allow_stdin", False))
+
+
+def show(widget: w.Widget, static_html: str, label: str) -> None:
+    """Display a widget; outside a live frontend also display its static HTML equivalent."""
+    from IPython.display import HTML, display
+
+    bundle = widget._repr_mimebundle_()
+    bundle["text/plain"] = f"[{label}: interactive in JupyterLab]"
+    display(bundle, raw=True)
+    if not live_frontend():
+        display(HTML(static_html))
+
+
+def find_folder(name: str, start: Path | None = None) -> Path:
+    """``name`` in the working directory or the nearest parent that has it (notebooks run from notebooks/)."""
+    start = start or Path.cwd()
+    for folder in [start, *start.parents]:
+        if (folder / name).is_dir():
+            return folder / name
+    return start / name
+
+
+# --- environment and run picker --------------------------------------------------------------------------------
+
+
+def list_environments(params_dir: Path, audits_dir: Path) -> list[str]:
+    """Environments with a params file (examples excluded) or with audits."""
+    from_params = {p.stem for p in params_dir.glob("*.yaml") if not p.name.endswith(".example.yaml")}
+    from_audits = {p.name for p in audits_dir.glob("*") if p.is_dir()}
+    return sorted(from_params | from_audits)
+
+
+def list_runs(audits_dir: Path, env: str) -> list[Path]:
+    """Run directories of an environment, newest first."""
+    return sorted((p.parent for p in (audits_dir / env).glob("*/findings.json")), key=lambda p: p.name, reverse=True)
+
+
+def _run_label(run_dir: Path) -> str:
+    try:
+        verdict = read_run(run_dir).verdict
+    except SignoffError:
+        verdict = "unreadable"
+    signed = "signed" if (run_dir / "signoff.sig").is_file() else "unsigned"
+    return f"{run_dir.name} — {verdict}, {signed}"
+
+
+class EnvironmentPicker:
+    """Pick an environment, then one of its audit runs."""
+
+    def __init__(self, params_dir: Path, audits_dir: Path, env: str = "") -> None:
+        self.audits_dir = Path(audits_dir)
+        environments = list_environments(Path(params_dir), self.audits_dir)
+        initial = env if env in environments else (environments[0] if environments else None)
+        self.env = w.Dropdown(options=environments, value=initial, description="Environment")
+        self.run = w.Dropdown(options=[], description="Run", layout=w.Layout(width="480px"))
+        self.widget = w.VBox([self.env, self.run])
+        self._callbacks: list[Callable[[Path], Any]] = []
+        self.env.observe(lambda _: self._refresh_runs(), names="value")
+        self.run.observe(lambda _: self._notify(), names="value")
+        self._refresh_runs()
+
+    def _refresh_runs(self) -> None:
+        runs = list_runs(self.audits_dir, self.env.value) if self.env.value else []
+        self.run.options = [(_run_label(r), str(r.resolve())) for r in runs]
+        self.run.value = str(runs[0].resolve()) if runs else None
+
+    def select(self, run_dir: Path) -> None:
+        """Pick a given run directory (its environment is the name of its parent folder)."""
+        run_dir = Path(run_dir).resolve()
+        if run_dir.parent.name in self.env.options:
+            self.env.value = run_dir.parent.name
+        if str(run_dir) not in [value for _, value in self.run.options]:
+            self.run.options = [(_run_label(run_dir), str(run_dir)), *self.run.options]
+        self.run.value = str(run_dir)
+
+    def _notify(self) -> None:
+        if self.run_dir is not None:
+            for callback in self._callbacks:
+                callback(self.run_dir)
+
+    def on_pick(self, callback: Callable[[Path], Any]) -> None:
+        """Call ``callback(run_dir)`` whenever another run is picked."""
+        self._callbacks.append(callback)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return Path(self.run.value) if self.run.value else None
+
+    def static_html(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(env)}</td><td>{html.escape(_run_label(run))}</td></tr>"
+            for env in self.env.options
+            for run in list_runs(self.audits_dir, env)
+        )
+        chosen = html.escape(str(self.run_dir or "none"))
+        return (
+            f"<p>Selected run: <code>{chosen}</code></p><table class='ra-table' border='1' "
+            f"style='border-collapse:collapse'><tr><th>environment</th><th>run</th></tr>{rows}</table>"
+        )
+
+    def show(self) -> None:
+        show(self.widget, self.static_html(), "environment picker")
+
+
+# --- findings explorer -----------------------------------------------------------------------------------------
+
+
+class FindingsExplorer:
+    """Filter a run's findings (attestations applied) by section, status and severity."""
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.findings: list[Finding] = []
+        self.section = w.Dropdown(description="Section")
+        self.status = w.Dropdown(options=[ALL, *[str(s) for s in Status]], value=ALL, description="Status")
+        self.severity = w.Dropdown(options=[ALL, *[str(s) for s in Severity]], value=ALL, description="Severity")
+        self.count = w.Label()
+        self.table = w.HTML()
+        self.widget = w.VBox([w.HBox([self.section, self.status, self.severity]), self.count, self.table])
+        for control in (self.section, self.status, self.severity):
+            control.observe(lambda _: self.refresh(), names="value")
+        if run_dir is not None:
+            self.load(run_dir)
+
+    def load(self, run_dir: Path) -> None:
+        self.findings = effective_findings(Path(run_dir))
+        sections = sorted({f.section for f in self.findings})
+        self.section.options = [(ALL, ALL)] + [(str(n), str(n)) for n in sections]
+        self.section.value = ALL
+        self.refresh()
+
+    def filtered(self) -> list[Finding]:
+        return [
+            f
+            for f in self.findings
+            if self.section.value in (ALL, str(f.section))
+            and self.status.value in (ALL, str(f.status))
+            and self.severity.value in (ALL, str(f.severity))
+        ]
+
+    def refresh(self) -> None:
+        shown = self.filtered()
+        self.count.value = f"{len(shown)} of {len(self.findings)} findings"
+        self.table.value = findings_table_html(shown)
+
+    def static_html(self) -> str:
+        return f"<p>{len(self.findings)} findings</p>{findings_table_html(self.findings)}"
+
+    def show(self) -> None:
+        show(self.widget, self.static_html(), "findings explorer")
+
+
+# --- sign-off form ---------------------------------------------------------------------------------------------
+
+
+class SignoffForm:
+    """The fields of ``recsys-audit sign``; the button signs the run and shows the verification."""
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.reviewer = w.Text(description="Reviewer")
+        self.role = w.Text(description="Role")
+        self.decision = w.Dropdown(options=DECISIONS, value=DECISIONS[0], description="Decision")
+        self.key = w.Text(description="Private key", placeholder="path to the Ed25519 key")
+        self.comment = w.Textarea(description="Comment")
+        self.attest = w.Textarea(description="Attest", placeholder="CHECK_ID=URL@YYYY-MM-DD, one per line")
+        self.replace = w.Checkbox(description="replace an existing sign-off", value=False)
+        self.button = w.Button(description="Sign", button_style="primary")
+        self.result = w.HTML()
+        self.button.on_click(lambda _: self.submit())
+        fields = [self.reviewer, self.role, self.decision, self.key, self.comment, self.attest, self.replace]
+        self.widget = w.VBox([*fields, self.button, self.result])
+
+    def load(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.result.value = ""
+
+    def submit(self) -> dict[str, Any] | None:
+        """Sign the run with the form's values; the outcome (or the one-line refusal) shows under the button."""
+        if self.run_dir is None:
+            self.result.value = "<p style='color:#cf222e'>Pick a run first.</p>"
+            return None
+        try:
+            record = sign_run(
+                self.run_dir,
+                reviewer=self.reviewer.value,
+                role=self.role.value,
+                decision=self.decision.value,
+                key_path=Path(self.key.value).expanduser(),
+                comment=self.comment.value,
+                attest=[line.strip() for line in self.attest.value.splitlines() if line.strip()],
+                replace_existing=self.replace.value,
+            )
+        except SignoffError as exc:
+            self.result.value = f"<p style='color:#cf222e'>Not signed: {html.escape(str(exc))}</p>"
+            return None
+        check = verify_run(self.run_dir)
+        state = "verified" if check.ok else f"verify FAILED: {check.problem}"
+        summary = f"{record['decision']} by {record['reviewer']}, key {record['key_fingerprint']} — {state}"
+        self.result.value = f"<p style='color:#1a7f37'>Signed: {html.escape(summary)}</p>"
+        return record
+
+    def static_html(self) -> str:
+        target = html.escape(str(self.run_dir or "RUN_DIR"))
+        return (
+            "<p>Sign-off form (interactive in JupyterLab). From a shell: "
+            f"<code>recsys-audit sign {target} --reviewer NAME --role ROLE --decision approve --key KEY</code></p>"
+        )
+
+    def show(self) -> None:
+        show(self.widget, self.static_html(), "sign-off form")
