@@ -14,7 +14,7 @@ from recsys_audit.catalog import Check, CheckFunction, Section, section_by_numbe
 from recsys_audit.context import AuditContext
 from recsys_audit.display import finding_html, findings_table_html
 from recsys_audit.findings import Finding, Outcome, Status, append_finding, errored
-from recsys_audit.params import ParamsError, load_params
+from recsys_audit.params import Params, ParamsError, load_params
 from recsys_audit.probes import ProbeError
 from recsys_audit.redaction import redact_text
 
@@ -89,15 +89,47 @@ class SectionRun:
         done = {f.id for f in self.findings}
         return [self.run(check_id) for check_id in self.section.checks if check_id not in done]
 
+    def header(self) -> None:
+        """Show what this section audits: environment, target and the configured probes (no secret values)."""
+        _show(section_header_html(self.section, self.ctx.params, self.env, self.ctx.run_dir))
+
     def summary(self) -> None:
         counts = {status: sum(f.status == status for f in self.findings) for status in Status}
         line = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
         _show(f"<h3>Section {self.section.number}: {line}</h3>" + findings_table_html(self.findings))
 
 
-def open_section(number: int, env: str = "local", params_path: str = "", run_dir: str = "") -> SectionRun:
-    """Load the params and open section ``number`` for this environment."""
+def section_header_html(section: Section, params: Params, env: str, run_dir: Path) -> str:
+    """A static table of the section's environment, target and configured probes; secrets show as configured only."""
+    import html
+
+    def configured(value: object) -> str:
+        return "configured" if value else "not configured"
+
+    rows = [
+        ("environment", env),
+        ("params", str(params.source or "")),
+        ("target", params.target.base_url + (" (production rules)" if params.target.production else "")),
+        ("metrics", params.resolved_metrics_url),
+        ("prometheus", params.prometheus.url or "not configured"),
+        ("database", configured(params.database.dsn)),
+        ("manifests", params.manifests.template or "not configured"),
+        ("config sources", ", ".join(f"{s.kind}: {s.path}" for s in params.config_sources) or "none"),
+        ("checks", str(len(section.checks))),
+        ("run directory", str(run_dir)),
+    ]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(redact_text(v))}</td></tr>" for k, v in rows)
+    return (
+        f"<h2>Section {section.number} — {html.escape(section.title)}</h2>"
+        f'<table class="ra-table ra-header" border="1" style="border-collapse:collapse">{body}</table>'
+    )
+
+
+def open_section(
+    number: int, env: str = "local", params_path: str = "", run_dir: str = "", *, section: Section | None = None
+) -> SectionRun:
+    """Load the params and open section ``number`` (or a given ``section``) for this environment."""
     params = load_params(find_params(env, params_path))
     folder = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"recsys-audit-{env}-"))
     folder.mkdir(parents=True, exist_ok=True)
-    return SectionRun(section_by_number(number), AuditContext(params, folder), env)
+    return SectionRun(section or section_by_number(number), AuditContext(params, folder), env)

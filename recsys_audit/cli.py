@@ -1,0 +1,240 @@
+"""``recsys-audit``: run audits, list the checks, validate params; other command groups plug in via ``register``.
+
+Exit codes: 0 passed, 1 failing findings, 2 bad params or usage, 3 audit incomplete (see recsys_audit.merge.ExitCode).
+Every error is one clear message on stderr — never a traceback (set RECSYS_AUDIT_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recsys_audit.findings import Severity
+from recsys_audit.merge import ExitCode
+from recsys_audit.params import ParamsError
+from recsys_audit.redaction import redact_text
+
+if TYPE_CHECKING:
+    from recsys_audit.catalog import Section
+
+PLUGIN_MODULES = ("recsys_audit.sandbox.cli", "recsys_audit.signoff_cli")
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+class CliError(Exception):
+    """A usage problem reported as one line, exit code 2."""
+
+
+def _error(message: str) -> None:
+    print(f"recsys-audit: {redact_text(message)}", file=sys.stderr)
+
+
+# --- argument helpers ------------------------------------------------------------------------------------------
+
+
+def _section_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected section numbers like 0,3 — got {text!r}") from None
+
+
+def _severity(text: str) -> Severity:
+    try:
+        return Severity(text.lower())
+    except ValueError:
+        choices = ", ".join(str(s) for s in Severity)
+        raise argparse.ArgumentTypeError(f"unknown severity {text!r} — choose one of {choices}") from None
+
+
+def resolve_params(env_or_path: str) -> Path:
+    """A params file path as given, or ``params/<ENV>.yaml`` in the current directory, then in the repository."""
+    given = Path(env_or_path)
+    if given.suffix in {".yaml", ".yml"} or given.is_file() or os.sep in env_or_path:
+        return given
+    folders = list(dict.fromkeys([Path.cwd().resolve(), REPO_DIR]))
+    for folder in folders:
+        candidate = folder / "params" / f"{env_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise CliError(
+        f"no params for environment {env_or_path!r}: looked for params/{env_or_path}.yaml in "
+        f"{' and '.join(map(str, folders))} — create it from params/production.example.yaml or pass a file path"
+    )
+
+
+def _load_catalog(module: str | None) -> list[Section] | None:
+    """A custom catalog: a module exposing ``SECTIONS`` (a list of catalog.Section); None means the built-in one."""
+    if not module:
+        return None
+    try:
+        sections = importlib.import_module(module).SECTIONS
+    except ImportError as exc:
+        raise CliError(f"--catalog {module}: cannot import it ({exc}) — check the module name and PYTHONPATH") from None
+    except AttributeError:
+        raise CliError(f"--catalog {module}: the module has no SECTIONS list — define SECTIONS = [...]") from None
+    return list(sections)
+
+
+# --- commands --------------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from recsys_audit.run import run_many
+
+    paths = [resolve_params(item) for item in args.envs]
+    results = run_many(
+        paths,
+        sections=args.sections,
+        jobs=args.jobs,
+        timeout_s=args.timeout,
+        out_dir=Path(args.out),
+        notebooks_dir=Path(args.notebooks) if args.notebooks else None,
+        fail_on=args.fail_on,
+        progress=not args.quiet,
+        catalog=_load_catalog(args.catalog),
+    )
+    for result in results:
+        if not args.quiet:
+            counts = {}
+            for finding in result.findings:
+                counts[str(finding.status)] = counts.get(str(finding.status), 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            print(f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary})", file=sys.stderr)
+        print(result.report_path)
+    codes = {result.exit_code for result in results}
+    for code in (ExitCode.INCOMPLETE, ExitCode.FAILED):
+        if code in codes:
+            return int(code)
+    return int(ExitCode.PASSED)
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    from recsys_audit import catalog
+
+    sections = _load_catalog(args.catalog) or catalog.sections()
+    if args.section is not None:
+        sections = [s for s in sections if s.number == args.section]
+        if not sections:
+            raise CliError(f"--section {args.section}: no such section")
+    if args.json:
+        document = [
+            {
+                "number": s.number,
+                "title": s.title,
+                "notebook": s.notebook,
+                "checks": [c.metadata() for c in s.checks.values()],
+            }
+            for s in sections
+        ]
+        print(json.dumps(document, indent=2))
+        return 0
+    for section in sections:
+        print(f"[{section.number}] {section.title}  ({section.notebook}.ipynb, {len(section.checks)} checks)")
+        for check in section.checks.values():
+            print(f"  {check.id:<40} {check.severity!s:<9} {check.title}")
+    return 0
+
+
+def cmd_params_check(args: argparse.Namespace) -> int:
+    from recsys_audit.params import load_params
+
+    params = load_params(Path(args.file))
+    print(
+        f"{args.file}: ok — environment {params.environment.name}, target {params.target.base_url}, "
+        f"{len(params.waivers)} waiver(s), {len(params.attestations)} attestation(s)"
+    )
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys-audit",
+        description="Production-readiness audits of recsys-service deployments.",
+        epilog="exit codes: 0 passed, 1 failing findings, 2 bad params or usage, 3 audit incomplete",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="audit one or more environments")
+    run.add_argument("envs", nargs="+", metavar="ENV_OR_PATH", help="environment name (params/ENV.yaml) or file")
+    run.add_argument("--sections", type=_section_list, help="only these sections, e.g. 0,3")
+    run.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 per core, at most the notebooks)")
+    run.add_argument("--timeout", type=float, default=300, help="seconds per notebook (default 300)")
+    run.add_argument("--fail-on", type=_severity, default=Severity.HIGH, help="lowest failing severity (high)")
+    run.add_argument("--out", default="audits", help="output folder (default ./audits)")
+    run.add_argument("--notebooks", help="section notebooks folder (default: the kit's notebooks/)")
+    run.add_argument("--catalog", help="module with a custom SECTIONS list (default: the built-in checks)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines; print only the report path")
+    run.set_defaults(handler=cmd_run)
+
+    checks = commands.add_parser("checks", help="list the checks without running anything")
+    checks.add_argument("--json", action="store_true", help="machine-readable output")
+    checks.add_argument("--section", type=int, help="only this section")
+    checks.add_argument("--catalog", help="module with a custom SECTIONS list")
+    checks.set_defaults(handler=cmd_checks)
+
+    params = commands.add_parser("params", help="params file tools")
+    params_commands = params.add_subparsers(dest="params_command", metavar="COMMAND", required=True)
+    check = params_commands.add_parser("check", help="validate a params file")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=cmd_params_check)
+
+    for module in PLUGIN_MODULES:
+        _register_plugin(module, commands)
+    return parser
+
+
+def _register_plugin(module: str, commands: argparse._SubParsersAction) -> None:
+    """Let a companion module add its own subcommands (``register(subparsers)``), if it is installed."""
+    try:
+        register: Callable[[argparse._SubParsersAction], None] = importlib.import_module(module).register
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return  # not installed: its commands are simply absent
+        _error(f"commands of {module} unavailable: {exc}")
+        return
+    except (ImportError, AttributeError) as exc:
+        _error(f"commands of {module} unavailable: {exc}")
+        return
+    register(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return int(ExitCode.USAGE)
+    try:
+        return int(handler(args))
+    except ParamsError as exc:
+        _error(str(exc))
+        return int(ExitCode.USAGE)
+    except CliError as exc:
+        _error(str(exc))
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:
+        if getattr(exc, "exit_code", None) == ExitCode.USAGE:  # run.UsageError and companions' usage errors
+            _error(str(exc))
+            return int(ExitCode.USAGE)
+        if os.environ.get("RECSYS_AUDIT_DEBUG"):
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (set RECSYS_AUDIT_DEBUG=1 for the traceback)")
+        return int(ExitCode.INCOMPLETE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
