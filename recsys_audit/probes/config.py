@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from recsys_audit.params import ConfigSource, Params
+from recsys_audit.redaction import register_secret
 
 
 class ConfigSourceError(Exception):
@@ -71,7 +72,22 @@ DEFAULTS: dict[str, str] = {
     "API_KEY_HASH_SECRET": "",
 }
 
-# DOCS_ENABLED and AUTH_REQUIRE_TENANT_CLAIM default to "on unless production" / "on only in production".
+# Defaults that depend on ENV: docs are on unless production, the tenant claim is required only in production.
+PRODUCTION_DEPENDENT_DEFAULTS: dict[str, tuple[str, str]] = {  # name -> (in production, elsewhere)
+    "DOCS_ENABLED": ("false", "true"),
+    "AUTH_REQUIRE_TENANT_CLAIM": ("true", "false"),
+}
+
+# Variables whose values are secrets: read from config files, they are registered with the redaction module at
+# once, so they are masked wherever they might surface; checks show only their state and length.
+_SECRET_NAME = re.compile(r"(SALT|SECRET|PASSWORD|TOKEN|PRIVATE|_KEY$|ACCESS_KEY|DATABASE_URL|DSN)", re.IGNORECASE)
+_NOT_SECRET = {"API_KEY_ENABLED", "API_KEY_HEADER", "RECSYS_LICENSE_PUBLIC_KEY", "RECSYS_LICENSE_PUBLIC_KEY_FILE"}
+
+
+def is_secret_name(name: str) -> bool:
+    return name not in _NOT_SECRET and not name.endswith("_FILE") and bool(_SECRET_NAME.search(name))
+
+
 State = Literal["set", "hidden", "default", "unknown"]
 
 
@@ -103,6 +119,11 @@ class ConfigView:
             return self.values[name]
         if self.hidden_sources:
             return ConfigValue(name, None, "unknown", "not set; may be in " + ", ".join(self.hidden_sources))
+        if name in PRODUCTION_DEPENDENT_DEFAULTS:
+            in_production, elsewhere = PRODUCTION_DEPENDENT_DEFAULTS[name]
+            production = self.production
+            value = in_production if production else elsewhere
+            return ConfigValue(name, value, "default", f"upstream default ({'' if production else 'not '}production)")
         if name in DEFAULTS:
             return ConfigValue(name, DEFAULTS[name], "default", "upstream default")
         return ConfigValue(name, None, "default", "not set")
@@ -123,7 +144,20 @@ class ConfigView:
         return (self.value("ENV") or "").strip().lower() == "production"
 
     def rows(self, names: list[str]) -> list[dict[str, Any]]:
-        return [self.get(name).row() for name in names]
+        """Evidence rows; secret variables show their state and length, never their value."""
+        rows = []
+        for name in names:
+            setting = self.get(name)
+            row = setting.row()
+            if is_secret_name(name):
+                row["value"] = None if setting.value is None else f"<{len(setting.value)} characters>"
+            rows.append(row)
+        return rows
+
+    def put(self, name: str, value: str | None, state: State, source: str) -> None:
+        if value and is_secret_name(name):
+            register_secret(value)
+        self.values[name] = ConfigValue(name, value, state, source)
 
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -139,10 +173,9 @@ def parse_env_file(text: str) -> dict[str, str]:
             continue
         name, raw = match.groups()
         raw = raw.strip()
-        if raw[:1] in {"'", '"'} and raw.endswith(raw[0]) and len(raw) >= 2:
-            raw = raw[1:-1]
-        else:
-            raw = raw.split(" #", 1)[0].strip()
+        closing = raw.find(raw[0], 1) if raw[:1] in {"'", '"'} else -1
+        # a quoted value may be followed by a comment; an unquoted one ends at " #"
+        raw = raw[1:closing] if closing > 0 else raw.split(" #", 1)[0].strip()
         values[name] = raw
     return values
 
@@ -153,21 +186,26 @@ def _stringify(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _env_entries(env: Any, where: str) -> dict[str, str]:
+# Marks a variable whose value comes from a Secret/ConfigMap reference (``valueFrom``) or bare ``NAME`` in compose.
+_FROM_SECRET = "\x00from-secret"
+_INTERPOLATED = re.compile(r"\$\{?[A-Za-z_]")
+
+
+def _env_entries(env: Any, where: str, *, compose: bool = False) -> dict[str, str]:
     if env is None:
         return {}
-    if isinstance(env, dict):
-        return {str(k): _stringify(v) for k, v in env.items()}
+    if isinstance(env, dict):  # compose: a null value is taken from the deploying shell
+        return {str(k): _FROM_SECRET if v is None and compose else _stringify(v) for k, v in env.items()}
     if isinstance(env, list):
         out: dict[str, str] = {}
         for entry in env:
             if isinstance(entry, dict) and "name" in entry:
-                out[str(entry["name"])] = _stringify(entry.get("value"))
+                out[str(entry["name"])] = _FROM_SECRET if "valueFrom" in entry else _stringify(entry.get("value"))
             elif isinstance(entry, str) and "=" in entry:
                 name, _, value = entry.partition("=")
                 out[name] = value
             elif isinstance(entry, str):
-                out[entry] = ""
+                out[entry] = _FROM_SECRET  # compose: value taken from the deploying shell
             else:
                 raise ConfigSourceError(f"{where}: unreadable environment entry {entry!r}")
         return out
@@ -198,7 +236,7 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
     view.sources.append(str(path))
     if source.kind == "env_file":
         for name, value in parse_env_file(_read_text(path)).items():
-            view.values[name] = ConfigValue(name, value, "set", label)
+            view.put(name, value, "set", label)
         return
     data = _load_yaml(path)
     if not isinstance(data, dict):
@@ -208,14 +246,27 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
         if not isinstance(api, dict):
             raise ConfigSourceError(f"{path}: api: expected a mapping")
         for name, value in _env_entries(api.get("env"), f"{path}: api.env").items():
-            view.values[name] = ConfigValue(name, value, "set", f"{label} api.env")
+            if value == _FROM_SECRET:
+                view.put(name, None, "hidden", f"{label} api.env valueFrom")
+            else:
+                view.put(name, value, "set", f"{label} api.env")
         secrets = api.get("secrets") or {}
         if isinstance(secrets, dict):
-            for name in secrets:
-                view.values[str(name)] = ConfigValue(str(name), None, "hidden", f"{label} api.secrets")
+            for name, value in secrets.items():
+                if isinstance(value, str) and value:
+                    register_secret(value)  # in the values file, but a secret: never shown
+                view.put(str(name), None, "hidden", f"{label} api.secrets")
         if api.get("existingSecret"):
             view.hidden_sources.append(f"Secret {api['existingSecret']} ({label}, not readable)")
-        for key in ("replicaCount", "image", "livenessProbe", "readinessProbe", "resources"):
+        for key in (
+            "replicaCount",
+            "image",
+            "livenessProbe",
+            "readinessProbe",
+            "resources",
+            "securityContext",
+            "podSecurityContext",
+        ):
             if key in api:
                 view.deployment[key] = api[key]
         return
@@ -226,11 +277,19 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
         raise ConfigSourceError(f"{path}: services.{name}: no such compose service")
     env_files = service.get("env_file") or []
     for env_file in [env_files] if isinstance(env_files, str) else env_files:
-        env_path = path.parent / (env_file["path"] if isinstance(env_file, dict) else env_file)
+        entry = env_file if isinstance(env_file, dict) else {"path": env_file}
+        env_path = path.parent / str(entry.get("path", ""))
+        if not env_path.is_file() and entry.get("required") is False:
+            continue
         for var, value in parse_env_file(_read_text(env_path)).items():
-            view.values[var] = ConfigValue(var, value, "set", f"{label} {env_path.name}")
-    for var, value in _env_entries(service.get("environment"), f"{path}: services.{name}.environment").items():
-        view.values[var] = ConfigValue(var, value, "set", f"{label} services.{name}.environment")
+            view.put(var, value, "set", f"{label} {env_path.name}")
+    where = f"{label} services.{name}.environment"
+    entries = _env_entries(service.get("environment"), f"{path}: services.{name}.environment", compose=True)
+    for var, value in entries.items():
+        if value == _FROM_SECRET or _INTERPOLATED.search(value):
+            view.put(var, None, "unknown", f"{where} (interpolated from the shell at deploy time)")
+        else:
+            view.put(var, value, "set", where)
 
 
 def load_config_view(params: Params) -> ConfigView:
@@ -238,3 +297,22 @@ def load_config_view(params: Params) -> ConfigView:
     for source in params.config_sources:
         read_source(source, params.path(source.path), view)
     return view
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """A Go duration (``1m30s``, ``200ms``, ``0``) in seconds; None when it is not one (recsys would abort)."""
+    if text is None:
+        return None
+    text = text.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    if body == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(body)
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        return None
+    return sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
