@@ -2,8 +2,9 @@
 
 Every statement runs in a read-only transaction (``default_transaction_read_only=on`` and ``SET TRANSACTION READ
 ONLY``) under a statement timeout, with ``application_name=recsys-audit`` so the DBA can see who is asking. Each
-query is its own transaction and is rolled back. Checks must stay bounded: catalog statistics, ``TABLESAMPLE``,
-``LIMIT`` and indexes — never an unbounded scan of an event table.
+query is its own transaction and is rolled back, and it is sent with the extended query protocol, which accepts one
+statement only, so no ``…; SET TRANSACTION READ WRITE; …; COMMIT`` can slip through. Checks must stay bounded:
+catalog statistics, ``TABLESAMPLE``, ``LIMIT`` and indexes — never an unbounded scan of an event table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from recsys_audit.params import Secret
@@ -49,8 +51,11 @@ class ReadOnlyDatabase:
         conn = self._connection()
         try:
             with conn.cursor() as cursor:
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(sql, params)  # type: ignore[arg-type]
+                # pipeline mode always uses the extended protocol: a single statement per call
+                with conn.pipeline() as pipeline:
+                    cursor.execute("SET TRANSACTION READ ONLY")
+                    cursor.execute(sql, params)  # type: ignore[arg-type]
+                    pipeline.sync()
                 rows = cursor.fetchall() if cursor.description else []
             return rows
         except psycopg.errors.QueryCanceled:
@@ -69,6 +74,11 @@ class ReadOnlyDatabase:
 
     def table_exists(self, name: str, schema: str = "public") -> bool:
         return bool(self.scalar("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{name}",)))
+
+    def has_rows(self, table: str, schema: str = "public") -> bool:
+        """Whether a table holds at least one row (``SELECT 1 … LIMIT 1``: bounded whatever its size)."""
+        statement = sql.SQL("SELECT 1 AS found FROM {} LIMIT 1").format(sql.Identifier(schema, table))
+        return bool(self.query(statement.as_string(None)))
 
     def close(self) -> None:
         if self._conn is not None:
