@@ -2,6 +2,691 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from recsys_audit.catalog import Section
+from recsys_audit.context import AuditContext
+from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
+from recsys_audit.params import attestation_for
+from recsys_audit.probes import ProbeError
+from recsys_audit.probes.alerts import (
+    UPSTREAM_COVERAGE,
+    AlertRule,
+    coverage,
+    promtool_check,
+    promtool_check_rules,
+    rules_from_api,
+    rules_from_file,
+    semantic_problems,
+)
+from recsys_audit.probes.metrics import scrape
+from recsys_audit.probes.service import Role
 
 SECTION = Section(5, "Observability and runbooks", notebook="05_observability")
+
+HTTP_REF = "recsys-http-and-config"
+OPS_REF = "recsys-data-and-ops"
+REQUESTS = "recsys_recommendation_requests_total"
+SERVER_OUTCOMES = "overload|artifact_incompatible|internal_error"
+# Routes that run the database check: a liveness probe on them restarts healthy pods when the DB blips.
+DB_CHECKING_ROUTES = {"/healthz", "/health", "/readyz", "/health/detailed"}
+RUNBOOK_WARNINGS = {
+    "CANDIDATES_INCLUDE_EMPTY": "the include allow-list matched nothing: check candidates.include_ids",
+    "CONSTRAINTS_FILTERED": "constraints removed candidates: review required/forbidden tags",
+    "SIGNAL_UNAVAILABLE": "no signal data: check DB signal rows or the manifest and its blob URIs",
+    "SIGNAL_PARTIAL": "some signals missing: check DB signal rows or the manifest and its blob URIs",
+}
+
+
+def tenant_surfaces(ctx: AuditContext) -> list[tuple[str, str]]:
+    return [(tenant.id, surface) for tenant in ctx.params.tenants for surface in tenant.surfaces]
+
+
+def identity_for(ctx: AuditContext, tenant: str) -> Role | None:
+    """The credential that speaks for a tenant: the other-tenant identity for its tenant, else the viewer."""
+    other = ctx.params.auth.other_tenant
+    if other and other.tenant == tenant:
+        return "other_tenant" if other.credential else None
+    return "viewer" if ctx.service.has_role("viewer") else None
+
+
+def artifact_mode(ctx: AuditContext) -> bool:
+    """Artifact mode from the deployment config, else from the params' declared serving modes."""
+    try:
+        enabled = ctx.config.flag("RECSYS_ARTIFACT_MODE_ENABLED")
+    except ProbeError:
+        enabled = None
+    if enabled is not None:
+        return enabled
+    return any(tenant.serving_mode == "artifact" for tenant in ctx.params.tenants)
+
+
+def job_selector(ctx: AuditContext, extra: str = "") -> str:
+    """A PromQL label selector for the service's series (``{job="..."}`` when params name the job)."""
+    parts = [f'job="{ctx.params.prometheus.job}"'] if ctx.params.prometheus.job else []
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}"
+
+
+# --- probes and health -----------------------------------------------------------------------------------------
+
+
+@SECTION.check(
+    "obs.health-endpoints",
+    item="Liveness/readiness probes are wired: /healthz (liveness), /readyz (readiness)",
+    title="/healthz and /readyz answer 200",
+    severity=Severity.HIGH,
+    remediation="Fix what the failing probe reports (readiness = basic + database ping); see the service-not-ready "
+    "runbook.",
+    reference=f"{HTTP_REF} §1 (system routes), §2 (health)",
+)
+def health_endpoints(ctx: AuditContext) -> Outcome:
+    rows = []
+    for path in ("/healthz", "/readyz"):
+        response = ctx.service.get(path)
+        body = response.json_or_none()
+        rows.append({**response.evidence(), "health": body.get("status") if isinstance(body, dict) else None})
+    bad = [row["request"] for row in rows if row["status"] != 200]
+    if bad:
+        return failed(f"not healthy: {', '.join(bad)}", probes=rows)
+    slowest = max(rows, key=lambda row: row["ms"])
+    return passed(f"both answer 200 (slowest {slowest['request']} in {slowest['ms']} ms)", probes=rows)
+
+
+@SECTION.check(
+    "obs.detailed-health-private",
+    item="/health/detailed (debugging)",
+    title="/health/detailed is not reachable without auth from the auditor's network",
+    severity=Severity.MEDIUM,
+    remediation="Block /health/detailed at the ingress or load balancer (the service mounts it without auth); "
+    "reach it from inside the cluster only.",
+    reference=f"{HTTP_REF} §1 (/health/detailed mounted, no auth), §2 (health)",
+)
+def detailed_health_private(ctx: AuditContext) -> Outcome:
+    response = ctx.service.get("/health/detailed")
+    body = response.json_or_none()
+    evidence: dict[str, Any] = {"probe": [response.evidence()]}
+    if response.status == 200:
+        checks = body.get("checks") if isinstance(body, dict) else None
+        evidence["revealed_checks"] = sorted(checks) if isinstance(checks, dict) else []
+        return warned("/health/detailed answers 200 without auth and reveals per-check internals", **evidence)
+    return passed(f"/health/detailed is not public (HTTP {response.status})", **evidence)
+
+
+def _probe_path(probe: Any) -> str | None:
+    if isinstance(probe, str):
+        return probe
+    if isinstance(probe, dict):
+        if isinstance(probe.get("httpGet"), dict):
+            return probe["httpGet"].get("path")
+        return probe.get("path")
+    return None
+
+
+@SECTION.check(
+    "obs.liveness-route",
+    item="Liveness/readiness probes are wired: /healthz (liveness)",
+    title="The liveness probe does not depend on the database",
+    severity=Severity.MEDIUM,
+    remediation="Point the livenessProbe at /livez (basic check only); keep /readyz for readiness. Upstream /healthz "
+    "pings the database, so a DB blip restarts every pod.",
+    reference=f"{HTTP_REF} §1 (/healthz runs readiness checks), {OPS_REF} §4 (chart probes)",
+)
+def liveness_route(ctx: AuditContext) -> Outcome:
+    if not any(source.kind == "helm_values" for source in ctx.params.config_sources):
+        return skipped("no Helm values in config_sources: the liveness probe is not visible")
+    probe = ctx.config.deployment.get("livenessProbe")
+    path = _probe_path(probe)
+    source = "Helm values api.livenessProbe"
+    if path is None:
+        path, source = "/healthz", "chart template default (no api.livenessProbe in values)"
+    evidence = {"liveness_path": path, "source": source}
+    if path.rstrip("/") in DB_CHECKING_ROUTES:
+        return warned(f"liveness probe uses {path}, which checks the database; use /livez", **evidence)
+    return passed(f"liveness probe uses {path}", **evidence)
+
+
+# --- metrics and Prometheus ------------------------------------------------------------------------------------
+
+
+def _ttl_positive(ctx: AuditContext, name: str) -> bool | None:
+    from recsys_audit.checks.s6_performance import go_duration_s
+
+    try:
+        value = ctx.config.value(name)
+    except ProbeError:
+        return None
+    if value is None:
+        return None
+    try:
+        return go_duration_s(value) > 0
+    except ValueError:
+        return None
+
+
+@SECTION.check(
+    "obs.metrics-series",
+    item="Metrics are scraped and dashboards exist for: request rate, error rate, latency, empty-recs rate, cache",
+    title="/metrics exposes the series the dashboards and alerts need",
+    severity=Severity.HIGH,
+    remediation="Expose /metrics from the running build (recsys registers these series on the default registry); "
+    "a missing series means an old or modified build.",
+    reference=f"{HTTP_REF} §5 (metrics)",
+)
+def metrics_series(ctx: AuditContext) -> Outcome:
+    # One recommendation first, so that labelled counters have children to show.
+    tenant, surface = tenant_surfaces(ctx)[0]
+    warmed = "no credential"
+    if ctx.service.has_role("viewer"):
+        warmed = f"POST /v1/recommend -> {ctx.service.recommend(tenant, surface).status}"
+    target = ctx.params.target
+    verify: bool | str = str(ctx.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
+    snapshot = scrape(ctx.params.resolved_metrics_url, target.timeout_s, verify)
+    caches = any(_ttl_positive(ctx, name) for name in ("RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"))
+    artifacts = artifact_mode(ctx)
+
+    rows: list[dict[str, Any]] = []
+
+    def expect(series: str, when: str, present: bool, detail: str, required: bool = True) -> None:
+        verdict = "ok" if present else ("MISSING" if required else "not yet exported")
+        rows.append({"series": series, "required": when, "found": verdict, "detail": detail})
+
+    outcome_labels = sorted(snapshot.label_values(REQUESTS, "outcome"))
+    has_empty = bool(snapshot.label_values(REQUESTS, "empty"))
+    expect(
+        REQUESTS, "always", bool(outcome_labels) and has_empty, f"outcomes {outcome_labels}, empty label {has_empty}"
+    )
+    buckets = snapshot.series("recsys_recommendation_latency_seconds_bucket")
+    expect("recsys_recommendation_latency_seconds", "always", bool(buckets), f"{len(buckets)} bucket samples")
+    expect(
+        "recsys_backpressure_rejections_total",
+        "always",
+        snapshot.has("recsys_backpressure_rejections_total"),
+        f"value {snapshot.total('recsys_backpressure_rejections_total'):g}",
+    )
+    if caches:
+        hits = snapshot.label_values("recsys_cache_requests_total", "result")
+        expect("recsys_cache_requests_total", "config/rules caches on", bool(hits), f"results {sorted(hits)}")
+    if artifacts:
+        expect(
+            "recsys_artifact_manifest_age_seconds",
+            "artifact mode",
+            snapshot.has("recsys_artifact_manifest_age_seconds"),
+            f"value {snapshot.total('recsys_artifact_manifest_age_seconds'):g}",
+        )
+        failures = snapshot.has("recsys_artifact_load_failures_total")
+        expect(
+            "recsys_artifact_load_failures_total",
+            "artifact mode",
+            failures,
+            "labelled counter: exported from the first failure on" if not failures else "exported",
+            required=False,
+        )
+    missing = [row["series"] for row in rows if row["found"] == "MISSING"]
+    evidence = {"metrics_url": ctx.params.resolved_metrics_url, "warm_up": warmed, "series": rows}
+    if missing:
+        return failed(f"missing series: {', '.join(missing)}", **evidence)
+    return passed(f"all {len(rows)} expected series families present", **evidence)
+
+
+def _service_targets(ctx: AuditContext) -> list[dict[str, Any]]:
+    prometheus = ctx.prometheus
+    targets = prometheus.targets()
+    job = ctx.params.prometheus.job
+    if job:
+        return [t for t in targets if t.get("labels", {}).get("job") == job]
+    with_metrics = {
+        (row["metric"].get("job"), row["metric"].get("instance"))
+        for row in prometheus.query("count by (job, instance) (recsys_backpressure_rejections_total)")
+    }
+    metrics_url = ctx.params.resolved_metrics_url.split("://", 1)[-1]
+    return [
+        t
+        for t in targets
+        if (t.get("labels", {}).get("job"), t.get("labels", {}).get("instance")) in with_metrics
+        or t.get("scrapeUrl", "").split("://", 1)[-1] == metrics_url
+    ]
+
+
+@SECTION.check(
+    "obs.prometheus-target-up",
+    item="Metrics are scraped",
+    title="Prometheus scrapes the service and the target is up",
+    severity=Severity.HIGH,
+    remediation="Add a scrape job for <service>:8000/metrics (or a ServiceMonitor; the chart ships none) and fix the "
+    "error Prometheus reports for the target.",
+    reference=f"{OPS_REF} §4 (no ServiceMonitor), §6 (observability)",
+)
+def prometheus_target_up(ctx: AuditContext) -> Outcome:
+    targets = _service_targets(ctx)
+    rows = [
+        {
+            "job": t.get("labels", {}).get("job"),
+            "instance": t.get("labels", {}).get("instance"),
+            "health": t.get("health"),
+            "last_scrape": t.get("lastScrape"),
+            "last_error": t.get("lastError") or "",
+        }
+        for t in targets
+    ]
+    if not rows:
+        return failed("Prometheus has no target for the service (no job with recsys metrics)")
+    down = [f"{row['job']}/{row['instance']}" for row in rows if row["health"] != "up"]
+    if down:
+        return failed(f"target(s) not up: {', '.join(down)}", targets=rows)
+    return passed(f"{len(rows)} target(s) up", targets=rows)
+
+
+def golden_signal_queries(ctx: AuditContext, window: str | None = "5m") -> dict[str, str]:
+    """The PromQL behind each golden signal (the notebook shows them beside the values).
+
+    ``window=None`` gives the ratios and percentiles since the process started (cumulative counters), the fallback
+    when the window saw no traffic; the request rate then has no meaning and is left out.
+    """
+    every = job_selector(ctx)
+
+    def counted(metric: str, selector: str) -> str:
+        return f"sum(rate({metric}{selector}[{window}]))" if window else f"sum({metric}{selector})"
+
+    def quantile(q: float) -> str:
+        buckets = (
+            f"rate(recsys_recommendation_latency_seconds_bucket{every}[{window}])"
+            if window
+            else (f"recsys_recommendation_latency_seconds_bucket{every}")
+        )
+        return f"1000 * histogram_quantile({q}, sum by (le) ({buckets}))"
+
+    server_errors = counted(REQUESTS, job_selector(ctx, f'outcome=~"{SERVER_OUTCOMES}"'))
+    empty = counted(REQUESTS, job_selector(ctx, 'outcome="success",empty="true"'))
+    successes = counted(REQUESTS, job_selector(ctx, 'outcome="success"'))
+    cache_hits = counted("recsys_cache_requests_total", job_selector(ctx, 'result="hit"'))
+    cache_lookups = counted("recsys_cache_requests_total", every)
+    all_requests = counted(REQUESTS, every)
+    queries = {
+        "request_rate_rps": all_requests,
+        # a numerator with no series yet (no error ever) is zero, not "no data"
+        "error_ratio": f"({server_errors} or vector(0)) / {all_requests}",
+        "latency_p50_ms": quantile(0.5),
+        "latency_p95_ms": quantile(0.95),
+        "latency_p99_ms": quantile(0.99),
+        "empty_recs_ratio": f"({empty} or vector(0)) / {successes}",
+        "cache_hit_ratio": f"({cache_hits} or vector(0)) / {cache_lookups}",
+    }
+    if not window:
+        queries.pop("request_rate_rps")
+    return queries
+
+
+@SECTION.check(
+    "obs.golden-signals",
+    item="Metrics are scraped and dashboards exist for: request rate, error rate, latency (p50/p95/p99), empty-recs "
+    "rate, cache hit/miss",
+    title="Current request rate, error ratio, latency percentiles, empty-recs rate and cache hit ratio",
+    severity=Severity.MEDIUM,
+    remediation="Investigate the signal over its threshold (error ratio vs policies.error_ratio_max, p95 vs "
+    "policies.latency_p95_ms) before going live.",
+    reference=f"{HTTP_REF} §5 (metrics)",
+)
+def golden_signals(ctx: AuditContext) -> Outcome:
+    policies = ctx.params.policies
+    values: dict[str, float | None] = {}
+    rows = []
+    lifetime = golden_signal_queries(ctx, window=None)
+    for name, promql in golden_signal_queries(ctx).items():
+        value, over = ctx.prometheus.query_value(promql), "last 5m"
+        if value is None and name in lifetime:  # no traffic in the window: since the process started
+            promql, over = lifetime[name], "since start"
+            value = ctx.prometheus.query_value(promql)
+        values[name] = None if value is None else round(value, 4)
+        shown_value = "no data" if value is None else round(value, 4)
+        rows.append({"signal": name, "value": shown_value, "over": over, "promql": promql})
+    evidence = {**values, "queries": rows}
+    if values["request_rate_rps"] is None:
+        return warned("Prometheus has no recommendation request series for the service (5m window)", **evidence)
+    problems = []
+    if values["error_ratio"] is not None and values["error_ratio"] > policies.error_ratio_max:
+        problems.append(f"error ratio {values['error_ratio']:.2%} > {policies.error_ratio_max:.2%}")
+    if values["latency_p95_ms"] is not None and values["latency_p95_ms"] > policies.latency_p95_ms:
+        problems.append(f"p95 {values['latency_p95_ms']:.0f} ms > SLO {policies.latency_p95_ms:g} ms")
+    shown = ", ".join(
+        f"{k}={'n/a' if v is None else v}" for k, v in values.items() if k in {"request_rate_rps", "latency_p95_ms"}
+    )
+    if problems:
+        return warned("; ".join(problems) + f" ({shown})", **evidence)
+    return passed(f"signals within policy ({shown})", **evidence)
+
+
+def show_figure(figure: Any) -> None:
+    """Show a matplotlib figure as a static PNG (survives nbconvert; no interactive backend needed)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    try:
+        from IPython.display import Image, display
+
+        display(Image(data=buffer.getvalue()))
+    except ImportError:  # pragma: no cover - outside IPython
+        pass
+
+
+def plot_golden_signals(audit: Any, minutes: int = 15) -> None:
+    """Request rate and latency percentiles over the last minutes (static matplotlib figure)."""
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = audit.ctx
+    queries = golden_signal_queries(ctx, window="1m")
+    end = time.time()
+    figure, (rate_axis, latency_axis) = plt.subplots(1, 2, figsize=(11, 3.2))
+    try:
+        for axis, names, unit in (
+            (rate_axis, ["request_rate_rps"], "requests/s"),
+            (latency_axis, ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"], "ms"),
+        ):
+            for name in names:
+                for series in ctx.prometheus.query_range(queries[name], end - minutes * 60, end, 15):
+                    points = [(float(t) - end, float(v)) for t, v in series["values"] if v not in {"NaN", "+Inf"}]
+                    if points:
+                        axis.plot([p[0] / 60 for p in points], [p[1] for p in points], label=name)
+            axis.set_xlabel("minutes ago")
+            axis.set_ylabel(unit)
+            axis.legend(loc="upper left", fontsize="small")
+        latency_axis.axhline(ctx.params.policies.latency_p95_ms, color="red", linestyle=":", linewidth=1)
+        figure.tight_layout()
+        show_figure(figure)
+    except ProbeError as exc:
+        print(f"no plot: {exc}")
+    finally:
+        plt.close(figure)
+
+
+# --- alerts ----------------------------------------------------------------------------------------------------
+
+
+def load_alert_rules(ctx: AuditContext) -> list[AlertRule]:
+    """Alert rules as Prometheus has them loaded (rules API), else from the rule files the params name."""
+
+    def load() -> list[AlertRule]:
+        if ctx.params.prometheus.url:
+            return rules_from_api(ctx.prometheus.rules())
+        if ctx.params.prometheus.rules_files:
+            return [r for path in ctx.params.prometheus.rules_files for r in rules_from_file(ctx.params.path(path))]
+        raise ProbeError("no alert rules to read: set prometheus.url or prometheus.rules_files in params")
+
+    return ctx.memo("s5:alert-rules", load)
+
+
+@SECTION.check(
+    "obs.alert-coverage",
+    item="Metrics are scraped and dashboards exist (alerting on the same signals)",
+    title="Alerts cover errors, empty recs, p95 latency, manifests, target down, readiness and backpressure",
+    severity=Severity.HIGH,
+    remediation="Add the missing alerts: the upstream set (error rate, empty recs, p95, stale manifest, artifact "
+    "failures) plus what it lacks — up==0/absent() of the target, replicas not ready, "
+    "rate(recsys_backpressure_rejections_total[5m]) > 0.",
+    reference=f"{OPS_REF} §6 (alert set and its gaps)",
+)
+def alert_coverage(ctx: AuditContext) -> Outcome:
+    rules = load_alert_rules(ctx)
+    rows = coverage(rules, artifact_mode(ctx))
+    missing_upstream = [
+        row["measure"] for row in rows if row["alerts"] == "MISSING" and row["measure"] in UPSTREAM_COVERAGE
+    ]
+    missing_extra = [
+        row["measure"] for row in rows if row["alerts"] == "MISSING" and row["measure"] not in UPSTREAM_COVERAGE
+    ]
+    evidence = {"alert_rules": len(rules), "coverage": rows}
+    if missing_upstream:
+        return failed(f"no alert for: {', '.join(missing_upstream + missing_extra)}", **evidence)
+    if missing_extra:
+        return warned(f"no alert for: {', '.join(missing_extra)} (upstream ships none)", **evidence)
+    return passed(f"all {len(rows)} required measurements have an alert", **evidence)
+
+
+@SECTION.check(
+    "obs.alert-semantics",
+    item="Metrics are scraped and dashboards exist (alerts measure what they claim)",
+    title="Each alert measures what its name promises",
+    severity=Severity.MEDIUM,
+    remediation='Count only server outcomes as errors (outcome=~"overload|artifact_incompatible|internal_error"), '
+    "do not clamp ratio denominators, and align thresholds with the environment's policies.",
+    reference=f"{OPS_REF} §6 (RecSysHighErrorRate counts client outcomes; clamp hides low traffic)",
+)
+def alert_semantics(ctx: AuditContext) -> Outcome:
+    policies = ctx.params.policies
+    rules = load_alert_rules(ctx)
+    rows = []
+    for rule in rules:
+        problems = semantic_problems(
+            rule,
+            latency_p95_ms=policies.latency_p95_ms,
+            manifest_max_age_s=policies.manifest_max_age_s,
+            publish_interval_s=policies.publish_interval_s,
+        )
+        rows.append({**rule.row(), "problems": "; ".join(problems) or "none"})
+    flagged = [row["alert"] for row in rows if row["problems"] != "none"]
+    if not rules:
+        return failed("no alerting rules loaded", alerts=rows)
+    if flagged:
+        return warned(f"{len(flagged)} alert(s) do not measure what they claim: {', '.join(flagged)}", alerts=rows)
+    return passed(f"{len(rows)} alerts measure what they claim", alerts=rows)
+
+
+@SECTION.check(
+    "obs.alert-rules-valid",
+    item="Metrics are scraped and dashboards exist (alert rules load)",
+    title="Alert rules pass promtool check rules",
+    severity=Severity.MEDIUM,
+    remediation="Fix the errors promtool reports (run `promtool check rules <file>` in CI before deploying rules).",
+    reference="Prometheus promtool documentation",
+)
+def alert_rules_valid(ctx: AuditContext) -> Outcome:
+    results = [promtool_check(ctx.params.path(path)) for path in ctx.params.prometheus.rules_files]
+    if ctx.params.prometheus.url:
+        loaded = load_alert_rules(ctx)
+        if loaded:
+            results.append(promtool_check_rules(loaded))
+    if not results:
+        return skipped("no rule files and no loaded rules to validate")
+    rows = [result.row() for result in results]
+    invalid = [row["rules"] for row in rows if not row["valid"]]
+    if invalid:
+        return failed(f"promtool rejects: {', '.join(invalid)}", results=rows)
+    return passed(f"promtool accepts {len(rows)} rule set(s)", results=rows)
+
+
+# --- dashboards and logs ---------------------------------------------------------------------------------------
+
+DASHBOARD_NEEDS = {
+    "request_rate": lambda e: REQUESTS in e or "http_requests_total" in e,
+    "errors": lambda e: REQUESTS in e and ("outcome!=" in e or "outcome=~" in e or "internal_error" in e),
+    "p50": lambda e: "histogram_quantile(0.5" in e.replace(" ", "") or "histogram_quantile(0.50" in e.replace(" ", ""),
+    "p95": lambda e: "histogram_quantile(0.95" in e.replace(" ", ""),
+    "p99": lambda e: "histogram_quantile(0.99" in e.replace(" ", ""),
+    "empty_recs": lambda e: 'empty="true"' in e.replace(" ", ""),
+    "cache": lambda e: "recsys_cache_requests_total" in e,
+}
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel (nested rows included) with its title and PromQL expressions."""
+    found = []
+    stack = list(dashboard.get("panels") or [])
+    for row in dashboard.get("rows") or []:  # pre-5.0 layout
+        stack.extend(row.get("panels") or [])
+    while stack:
+        panel = stack.pop(0)
+        stack.extend(panel.get("panels") or [])
+        exprs = [t.get("expr", "") for t in panel.get("targets") or [] if isinstance(t, dict)]
+        if exprs:
+            found.append({"title": panel.get("title", ""), "exprs": exprs})
+    return found
+
+
+@SECTION.check(
+    "obs.dashboard-panels",
+    item="Metrics are scraped and dashboards exist for: rate, errors, p50/p95/p99, empty recs, cache",
+    title="The Grafana dashboard has panels for rate, errors, p50/p95/p99, empty recs and cache",
+    severity=Severity.MEDIUM,
+    remediation="Add the missing panels to the dashboard (the upstream one has no error, p50/p99 or cache panels) and "
+    "name its JSON in params deployment.grafana_dashboard.",
+    reference=f"{OPS_REF} §6 (grafana-dashboard.json)",
+)
+def dashboard_coverage(ctx: AuditContext) -> Outcome:
+    name = ctx.params.deployment.grafana_dashboard
+    if not name:
+        return manual("no dashboard JSON in params (deployment.grafana_dashboard): attest that dashboards exist")
+    path = ctx.params.path(name)
+    try:
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProbeError(f"dashboard {path}: cannot read ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"dashboard {path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    dashboard = dashboard.get("dashboard", dashboard)  # API export wraps it
+    panels = dashboard_panels(dashboard)
+    rows = []
+    for need, matches in DASHBOARD_NEEDS.items():
+        titles = [p["title"] for p in panels if any(matches(expr) for expr in p["exprs"])]
+        rows.append({"needs": need, "panels": ", ".join(titles) or "MISSING"})
+    missing = [row["needs"] for row in rows if row["panels"] == "MISSING"]
+    evidence = {"dashboard": str(path.name), "title": dashboard.get("title"), "panels": len(panels), "coverage": rows}
+    if missing:
+        return warned(f"dashboard lacks panels for: {', '.join(missing)}", **evidence)
+    return passed(f"dashboard covers all {len(rows)} signals", **evidence)
+
+
+@SECTION.check(
+    "obs.logs-no-secrets",
+    item="Tracing/logging is configured per your standards (and does not leak secrets)",
+    title="Service logs hold no bearer tokens, API keys, salts or DSN passwords",
+    severity=Severity.HIGH,
+    remediation="Stop logging the offending fields (Authorization / X-API-Key headers, env dumps, DSNs), rotate every "
+    "secret found, and purge the affected log files.",
+    reference=f"{HTTP_REF} §4 (secrets in env), §8 (audit log fields)",
+)
+def logs_no_secrets(ctx: AuditContext) -> Outcome:
+    from recsys_audit.probes.logscan import scan_logs
+
+    logs = ctx.params.logs
+    service_logs = [ctx.params.path(p) for p in logs.service]
+    if not service_logs:
+        return manual("no service log files in params (logs.service): attest how logs are kept free of secrets")
+    # the file audit log appears with the first admin write: absent is normal there, not for service logs
+    scan = scan_logs(service_logs + [ctx.params.path(p) for p in logs.audit])
+    missing_service = [path.name for path in service_logs if str(path) in scan.missing]
+    evidence: dict[str, Any] = {
+        "files": [Path(f).name for f in scan.files],
+        "lines_scanned": scan.lines,
+        "counts": scan.counts,
+        "positions": [hit.row() for hit in scan.hits[:50]],
+    }
+    if scan.truncated:
+        evidence["read_partially"] = [Path(f).name for f in scan.truncated]
+    if scan.missing:
+        evidence["not_present"] = [Path(f).name for f in scan.missing]
+    if scan.total:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(scan.counts.items()))
+        return failed(f"{scan.total} secret(s) in logs: {kinds}", **evidence)
+    if missing_service:
+        return warned(f"service log(s) named in params do not exist: {', '.join(missing_service)}", **evidence)
+    return passed(f"no secrets in {scan.lines} lines of {len(scan.files)} file(s)", **evidence)
+
+
+# --- runbooks --------------------------------------------------------------------------------------------------
+
+
+def _runbook(ctx: AuditContext, check_id: str, name: str) -> Outcome:
+    attestation = attestation_for(ctx.params, check_id)
+    evidence: dict[str, Any] = {"runbook": name, "max_age_days": ctx.params.policies.attestation_max_age_days}
+    if attestation:
+        evidence["attestation"] = {"by": attestation.by, "date": str(attestation.date), "url": attestation.evidence_url}
+    return manual(
+        f"attest that the '{name}' runbook exists and was exercised (last drill date and evidence)", **evidence
+    )
+
+
+def _runbook_check(check_id: str, name: str, doc: str, artifact_only: bool = False) -> None:
+    @SECTION.check(
+        check_id,
+        item=f"Runbooks exist and have been exercised at least once: {name}",
+        title=f"Runbook '{name}' exists and was exercised recently",
+        severity=Severity.MEDIUM,
+        remediation=f"Write or update the runbook ({doc}), run a drill, and add an attestation for {check_id} "
+        "to params (by, date, evidence_url).",
+        reference=f"{OPS_REF} §8 (runbooks)",
+    )
+    def check(ctx: AuditContext) -> Outcome:
+        if artifact_only and not artifact_mode(ctx):
+            return skipped("artifact mode is off: no manifest to go stale")
+        return _runbook(ctx, check_id, name)
+
+
+_runbook_check("runbook.service-not-ready", "Service not ready", "service-not-ready.md")
+_runbook_check("runbook.empty-recs", "Empty recs", "empty-recommendations.md")
+_runbook_check("runbook.rollback-config-rules", "Roll back config/rules", "rollback-config-rules.md")
+_runbook_check("runbook.stale-manifest", "Stale manifest", "stale-artifact-manifest.md", artifact_only=True)
+
+
+@SECTION.check(
+    "runbook.diagnostics",
+    item="Runbooks exist and have been exercised at least once (their read-only diagnostic steps)",
+    title="The runbooks' read-only diagnostic steps run cleanly",
+    severity=Severity.MEDIUM,
+    remediation="Follow the runbook the evidence names: service-not-ready for failing health routes, "
+    "empty-recommendations for empty answers and data warnings.",
+    reference=f"{OPS_REF} §8 (runbooks as automatable checks)",
+)
+def runbook_diagnostics(ctx: AuditContext) -> Outcome:
+    statuses: list[Status] = []
+    health = []
+    for path in ("/healthz", "/readyz", "/health"):
+        response = ctx.service.get(path)
+        health.append(response.evidence())
+        statuses.append(Status.PASS if response.status == 200 else Status.FAIL)
+    requests = []
+    for tenant, surface in tenant_surfaces(ctx):
+        role = identity_for(ctx, tenant)
+        if role is None:
+            requests.append({"tenant": tenant, "surface": surface, "validate": "no credential"})
+            continue
+        headers = {ctx.params.auth.tenant_header: tenant}
+        body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+        validate = ctx.service.post("/v1/recommend/validate", body, role=role, headers=headers)
+        recommend = ctx.service.recommend(tenant, surface, role=role)
+        answer = recommend.json_or_none() or {}
+        codes = sorted({w.get("code", "") for w in answer.get("warnings") or [] if isinstance(w, dict)})
+        items = len(answer.get("items") or [])
+        meta = answer.get("meta") or {}
+        next_steps = [RUNBOOK_WARNINGS[c] for c in codes if c in RUNBOOK_WARNINGS]
+        if recommend.status != 200:
+            statuses.append(Status.FAIL)
+        elif items == 0 or next_steps:
+            statuses.append(Status.WARN)
+        requests.append(
+            {
+                "tenant": tenant,
+                "surface": surface,
+                "validate": validate.status,
+                "recommend": recommend.status,
+                "items": items,
+                "warnings": ", ".join(codes) or "-",
+                "request_id": meta.get("request_id") or recommend.headers.get("x-request-id"),
+                "next_step": "; ".join(next_steps) or "-",
+            }
+        )
+    status = worst(*statuses)
+    evidence = {"health": health, "recommendations": requests}
+    if status == Status.FAIL:
+        return failed("a diagnostic step failed: follow the service-not-ready runbook", **evidence)
+    if status == Status.WARN:
+        return warned("empty answers or data warnings: follow the empty-recommendations runbook", **evidence)
+    return passed(f"health routes ready; {len(requests)} tenant/surface answer(s) non-empty", **evidence)

@@ -2,6 +2,495 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from recsys_audit.catalog import Section
+from recsys_audit.checks.s5_observability import artifact_mode, identity_for, tenant_surfaces
+from recsys_audit.checks.s6_performance import go_duration_s
+from recsys_audit.context import AuditContext
+from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
+from recsys_audit.params import attestation_for
+from recsys_audit.probes import ProbeError
+from recsys_audit.probes.service import ProbeResponse
 
 SECTION = Section(7, "Safe rollout and rollback", notebook="07_rollout_rollback")
+
+HTTP_REF = "recsys-http-and-config"
+OPS_REF = "recsys-data-and-ops"
+VERSION_FIELDS = ("config_version", "rules_version", "algo_version")
+PLACEHOLDER_ALGO_SUFFIXES = ("@stub", "@local")
+EXPOSURE_TAIL_BYTES = 5_000_000  # how much of the newest exposure file is searched for a request id
+
+
+def served(ctx: AuditContext, tenant: str, surface: str) -> ProbeResponse:
+    """One recommendation per tenant/surface (as that tenant's identity), shared by the checks of this section."""
+
+    def ask() -> ProbeResponse:
+        role = identity_for(ctx, tenant)
+        if role is None:
+            raise ProbeError(f"no credential for tenant {tenant} in params (auth.credentials / auth.other_tenant)")
+        return ctx.service.recommend(tenant, surface, role=role)
+
+    return ctx.memo(f"s7:recommend:{tenant}:{surface}", ask)
+
+
+def _meta(response: ProbeResponse) -> dict[str, Any]:
+    body = response.json_or_none()
+    meta = body.get("meta") if isinstance(body, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _request_id(response: ProbeResponse) -> str | None:
+    return _meta(response).get("request_id") or response.headers.get("x-request-id")
+
+
+# --- live versions ---------------------------------------------------------------------------------------------
+
+
+@SECTION.check(
+    "rollout.response-versions",
+    item='Confirm you can answer: "Which config/rules/algo version served this request?" (meta versions)',
+    title="Responses carry config, rules and algo versions and a request id; no placeholder versions",
+    severity=Severity.HIGH,
+    remediation="Store tenant config and rules through the admin API (versions come from their ETags) and set "
+    "RECSYS_ALGO_VERSION to the released version (not recsys-algo@local / @stub).",
+    reference=f"{HTTP_REF} §2 (response meta)",
+)
+def response_versions(ctx: AuditContext) -> Outcome:
+    production = ctx.params.target.production
+    rows, statuses = [], []
+    for tenant, surface in tenant_surfaces(ctx):
+        response = served(ctx, tenant, surface)
+        meta = _meta(response)
+        row: dict[str, Any] = {"tenant": tenant, "surface": surface, "status": response.status}
+        row.update({name: meta.get(name) or "MISSING" for name in VERSION_FIELDS})
+        row["request_id"] = _request_id(response) or "MISSING"
+        algo = str(meta.get("algo_version") or "")
+        placeholder = algo.endswith(PLACEHOLDER_ALGO_SUFFIXES)
+        row["placeholder"] = placeholder
+        if response.status != 200 or "MISSING" in row.values():
+            statuses.append(Status.FAIL)
+        elif placeholder:
+            statuses.append(Status.FAIL if production else Status.WARN)
+        else:
+            statuses.append(Status.PASS)
+        rows.append(row)
+    status = worst(*statuses)
+    if status == Status.FAIL:
+        bad = [f"{r['tenant']}/{r['surface']}" for r, s in zip(rows, statuses, strict=True) if s == Status.FAIL]
+        return failed(f"versions missing or placeholder in: {', '.join(bad)}", responses=rows)
+    if status == Status.WARN:
+        return warned("placeholder algo_version (acceptable outside production only)", responses=rows)
+    return passed(f"{len(rows)} response(s) carry all versions and a request id", responses=rows)
+
+
+@SECTION.check(
+    "rollout.config-etag-matches",
+    item="Define ship and rollback procedures for config and rules (admin API ETag = served version)",
+    title="Admin config/rules ETags equal the versions the service serves",
+    severity=Severity.MEDIUM,
+    remediation="A mismatch means replicas serve a cached older document: invalidate config/rules on every replica "
+    "(or wait RECSYS_CONFIG_CACHE_TTL / RECSYS_RULES_CACHE_TTL) and check the rollout procedure.",
+    reference=f"{HTTP_REF} §2 (admin ETag; versions = DB etag)",
+)
+def config_etag_matches(ctx: AuditContext) -> Outcome:
+    rows, statuses = [], []
+    for tenant, surface in tenant_surfaces(ctx):
+        meta = _meta(served(ctx, tenant, surface))
+        for document, field in (("config", "config_version"), ("rules", "rules_version")):
+            admin = ctx.service.get(
+                f"/v1/admin/tenants/{tenant}/{document}",
+                role=identity_for(ctx, tenant) or "viewer",
+                headers={ctx.params.auth.tenant_header: tenant},
+            )
+            etag = (admin.headers.get("etag") or "").strip('"') or None
+            version = meta.get(field)
+            if admin.status == 404 and not version:
+                verdict = Status.PASS  # no document stored and none served
+            elif admin.status != 200 or not etag or not version:
+                verdict = Status.FAIL
+            else:
+                verdict = Status.PASS if etag == version else Status.WARN
+            statuses.append(verdict)
+            rows.append(
+                {
+                    "tenant": tenant,
+                    "surface": surface,
+                    "document": document,
+                    "admin_status": admin.status,
+                    "etag": etag,
+                    "served": version,
+                    "verdict": str(verdict),
+                }
+            )
+    status = worst(*statuses)
+    if status == Status.FAIL:
+        return failed("a served version is missing or the admin document cannot be read", comparisons=rows)
+    if status == Status.WARN:
+        return warned("served versions differ from the stored ETags (stale replica caches)", comparisons=rows)
+    return passed(f"{len(rows)} ETag(s) equal the served versions", comparisons=rows)
+
+
+# --- audit trail -----------------------------------------------------------------------------------------------
+
+_TENANT_UUID = "SELECT id FROM tenants WHERE external_id = %s"
+_RECENT_UPDATES = """
+SELECT count(*) AS updates,
+       count(*) FILTER (WHERE coalesce(actor_sub, '') = '') AS without_actor,
+       max(occurred_at) AS latest
+FROM (SELECT actor_sub, occurred_at FROM audit_log
+      WHERE tenant_id = %s AND action = %s
+      ORDER BY occurred_at DESC LIMIT 100) recent
+"""
+
+
+@SECTION.check(
+    "rollout.audit-log-db",
+    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
+    title="audit_log records config and rules updates with their actors",
+    severity=Severity.MEDIUM,
+    remediation="Change config and rules only through the admin API with an authenticated subject (the service skips "
+    "audit rows when the actor is empty); never write the *_current tables by hand.",
+    reference=f"{OPS_REF} §1.3 (versioning, audit actions), {HTTP_REF} §8 (DB audit)",
+)
+def audit_log_db(ctx: AuditContext) -> Outcome:
+    rows, statuses = [], []
+    for tenant in ctx.params.tenants:
+        tenant_uuid = ctx.db.scalar(_TENANT_UUID, (tenant.id,))
+        if tenant_uuid is None:
+            rows.append({"tenant": tenant.id, "action": "-", "updates": "tenant not in DB"})
+            statuses.append(Status.FAIL)
+            continue
+        for action in ("config.update", "rules.update"):
+            found = ctx.db.query(_RECENT_UPDATES, (tenant_uuid, action))[0]
+            rows.append({"tenant": tenant.id, "action": action, **found})
+            if found["updates"] == 0:
+                statuses.append(Status.WARN)
+            elif found["without_actor"]:
+                statuses.append(Status.FAIL)
+            else:
+                statuses.append(Status.PASS)
+    evidence = {"sql": " ".join(_RECENT_UPDATES.split()), "audit": rows}
+    status = worst(*statuses)
+    if status == Status.FAIL:
+        return failed("audit rows without an actor, or a tenant missing from the DB", **evidence)
+    if status == Status.WARN:
+        return warned("no config/rules update recorded for some tenants (no trail to roll back by)", **evidence)
+    return passed("config and rules updates are recorded with actors", **evidence)
+
+
+@SECTION.check(
+    "rollout.audit-route",
+    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
+    title="The admin audit route answers for a viewer",
+    severity=Severity.MEDIUM,
+    remediation="Give the on-call identity the viewer role (AUTH_VIEWER_ROLE) so the rollback runbook's first step "
+    "(GET /v1/admin/tenants/{id}/audit) works.",
+    reference=f"{HTTP_REF} §2 (admin audit)",
+)
+def audit_route(ctx: AuditContext) -> Outcome:
+    rows = []
+    for tenant in ctx.params.tenants:
+        response = ctx.service.get(
+            f"/v1/admin/tenants/{tenant.id}/audit",
+            role=identity_for(ctx, tenant.id) or "viewer",
+            params={"limit": 5},
+            headers={ctx.params.auth.tenant_header: tenant.id},
+        )
+        body = response.json_or_none()
+        entries = body.get("entries") if isinstance(body, dict) else None
+        actions = sorted({e.get("action") for e in entries or [] if isinstance(e, dict)})
+        rows.append({**response.evidence(), "entries": len(entries or []), "actions": ", ".join(actions) or "-"})
+    bad = [row["request"] for row in rows if row["status"] != 200]
+    if bad:
+        return failed(f"audit route not answering for a viewer: {', '.join(bad)}", probes=rows)
+    return passed(f"audit route answers for {len(rows)} tenant(s)", probes=rows)
+
+
+@SECTION.check(
+    "rollout.audit-log-file",
+    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
+    title="The file audit log is on with a path",
+    severity=Severity.MEDIUM,
+    remediation="Set AUDIT_LOG_PATH (and AUDIT_LOG_ENABLED=true) on a persistent, shipped volume; the hash chain "
+    "restarts at each process start, so ship the files off the pod.",
+    reference=f"{HTTP_REF} §4, §8 (file audit)",
+)
+def audit_log_file(ctx: AuditContext) -> Outcome:
+    names = ["AUDIT_LOG_ENABLED", "AUDIT_LOG_PATH", "AUDIT_LOG_FSYNC"]
+    evidence = {"config": ctx.config.rows(names)}
+    path = ctx.config.value("AUDIT_LOG_PATH")
+    explicit = ctx.config.get("AUDIT_LOG_ENABLED")
+    enabled = ctx.config.flag("AUDIT_LOG_ENABLED") if explicit.is_set else (bool(path) if path is not None else None)
+    if enabled is None or path is None:
+        return warned("AUDIT_LOG_ENABLED / AUDIT_LOG_PATH not visible", **evidence)
+    if not enabled:
+        return failed("the file audit log is off", **evidence)
+    if not path:
+        return failed("AUDIT_LOG_ENABLED without AUDIT_LOG_PATH: the service refuses to start", **evidence)
+    return passed(f"file audit log on ({path})", **evidence)
+
+
+def _exposure_files(ctx: AuditContext) -> list[Path]:
+    files: list[Path] = []
+    for name in ctx.params.logs.exposure:
+        path = ctx.params.path(name)
+        if path.is_dir():
+            files.extend(p for p in path.glob("*.jsonl") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_exposure(files: list[Path], request_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """The exposure record of a request id, searched in the tail of the newest files."""
+    needle = request_id.encode()
+    for path in files[:2]:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - EXPOSURE_TAIL_BYTES))
+            for line in reversed(handle.read().splitlines()):
+                if needle not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record.get("request_id") == request_id:
+                    return path, record
+    return None
+
+
+@SECTION.check(
+    "rollout.request-traceable",
+    item='Confirm you can answer: "Which config/rules/algo version served this request?"',
+    title="A live request id can be traced to the config, rules and algo versions that served it",
+    severity=Severity.MEDIUM,
+    remediation="Turn on the exposure log (EXPOSURE_LOG_PATH, format service_v1) and keep it where the on-call can "
+    "search it; name it in params logs.exposure.",
+    reference=f"{HTTP_REF} §7 (exposure log), {OPS_REF} §3.5",
+)
+def request_traceable(ctx: AuditContext) -> Outcome:
+    tenant, surface = tenant_surfaces(ctx)[0]
+    response = served(ctx, tenant, surface)
+    request_id = _request_id(response)
+    meta = _meta(response)
+    evidence: dict[str, Any] = {"request_id": request_id, "served": {k: meta.get(k) for k in VERSION_FIELDS}}
+    if response.status != 200 or not request_id:
+        return failed(f"no traceable live request (HTTP {response.status}, request id {request_id})", **evidence)
+    files = _exposure_files(ctx)
+    if not files:
+        return warned("no exposure log in params (logs.exposure): the question cannot be answered later", **evidence)
+    found = find_exposure(files, request_id)
+    if found is None:
+        return failed(f"request {request_id} not found in the newest exposure log files", **evidence)
+    path, record = found
+    logged = {k: record.get(k) for k in VERSION_FIELDS}
+    evidence.update({"exposure_file": path.name, "logged": logged})
+    differ = [k for k in VERSION_FIELDS if meta.get(k) and logged.get(k) != meta.get(k)]
+    if differ or not all(logged.values()):
+        return failed(f"exposure record incomplete or differs on: {', '.join(differ) or 'missing fields'}", **evidence)
+    return passed(f"request {request_id}: versions found in {path.name}", **evidence)
+
+
+# --- rollback ability ------------------------------------------------------------------------------------------
+
+_VERSIONS_KEPT = "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = %s LIMIT 2) kept"
+
+
+@SECTION.check(
+    "rollout.versions-retained",
+    item="Define ship and rollback procedures for config and rules",
+    title="At least two config and rules versions are retained per tenant",
+    severity=Severity.MEDIUM,
+    remediation="Keep version history (the *_versions tables are append-only; do not truncate them) and ship "
+    "config/rules changes as new versions through the admin API.",
+    reference=f"{OPS_REF} §1.3 (config/rules versioning)",
+)
+def versions_retained(ctx: AuditContext) -> Outcome:
+    rows = []
+    for tenant in ctx.params.tenants:
+        tenant_uuid = ctx.db.scalar(_TENANT_UUID, (tenant.id,))
+        row: dict[str, Any] = {"tenant": tenant.id}
+        for table in ("tenant_config_versions", "tenant_rule_versions"):
+            row[table] = 0 if tenant_uuid is None else ctx.db.scalar(_VERSIONS_KEPT.format(table=table), (tenant_uuid,))
+        rows.append(row)
+    short = [r["tenant"] for r in rows if min(r["tenant_config_versions"], r["tenant_rule_versions"]) < 2]
+    evidence = {"sql": _VERSIONS_KEPT, "versions": rows}
+    if short:
+        return failed(f"fewer than two config or rules versions for: {', '.join(short)}", **evidence)
+    return passed("every tenant has a previous config and rules version to roll back to", **evidence)
+
+
+@SECTION.check(
+    "rollout.manifest-rollback",
+    item="Define ship and rollback procedures for artifact manifests (pipelines)",
+    title="A known-good previous manifest is retained per tenant and surface",
+    severity=Severity.MEDIUM,
+    remediation="Copy each published manifest to a retained location before replacing it (pipelines keep no "
+    "previous manifests) and name it in params manifests.previous_template; section 3 validates them.",
+    reference=f"{OPS_REF} §3.3, §3.4 (no rollback command, previous manifests not kept)",
+)
+def manifest_rollback(ctx: AuditContext) -> Outcome:
+    from recsys_audit.probes.manifest import manifest_uri
+
+    if not artifact_mode(ctx):
+        return skipped("artifact mode is off: nothing to roll back")
+    template = ctx.params.manifests.previous_template
+    if not template:
+        return failed("no retained previous manifests (params manifests.previous_template is empty)")
+    rows = []
+    for tenant, surface in tenant_surfaces(ctx):
+        uri = manifest_uri(template, tenant, surface)
+        count = len(ctx.manifests.list_json(uri)) if uri.endswith("/") else int(ctx.manifests.exists(uri))
+        rows.append({"tenant": tenant, "surface": surface, "uri": uri, "retained": count})
+    missing = [f"{r['tenant']}/{r['surface']}" for r in rows if not r["retained"]]
+    if missing:
+        return failed(f"no retained manifest for: {', '.join(missing)}", retained=rows)
+    return passed(f"retained manifests for {len(rows)} tenant/surface pair(s)", retained=rows)
+
+
+def _helm_visible(ctx: AuditContext) -> bool:
+    return any(source.kind == "helm_values" for source in ctx.params.config_sources)
+
+
+def image_reference(image: Any) -> tuple[str, str]:
+    """(repository, tag or digest) from a Helm ``image`` value (mapping or ``repo:tag`` string)."""
+    if isinstance(image, dict):
+        repository = str(image.get("repository", ""))
+        if image.get("digest"):
+            return repository, str(image["digest"])
+        return repository, str(image.get("tag") or "")
+    text = str(image or "")
+    if "@" in text:
+        repository, _, digest = text.partition("@")
+        return repository, digest
+    head, _, tag = text.rpartition(":")
+    if not head or "/" in tag:
+        return text, ""
+    return head, tag
+
+
+@SECTION.check(
+    "rollout.image-pinned",
+    item="Define ship and rollback procedures for algorithm version changes (deployments)",
+    title="The service image is pinned to a version (not latest)",
+    severity=Severity.HIGH,
+    remediation="Set api.image.tag to a release tag or digest (e.g. v0.1.0); 'latest' makes a rollback redeploy "
+    "whatever was pushed last.",
+    reference=f"{OPS_REF} §4 (values.yaml uses :latest)",
+)
+def image_pinned(ctx: AuditContext) -> Outcome:
+    if not _helm_visible(ctx):
+        return skipped("no Helm values in config_sources: the image is not visible")
+    image = ctx.config.deployment.get("image")
+    repository, tag = image_reference(image)
+    evidence = {"repository": repository or None, "tag": tag or None}
+    if image is None:
+        return failed("no api.image in the values: the chart default is ...:latest", **evidence)
+    if not tag or tag == "latest":
+        return failed(f"image {repository} is not pinned (tag {tag or 'missing'})", **evidence)
+    return passed(f"image pinned to {tag}", **evidence)
+
+
+def replica_count(ctx: AuditContext) -> int:
+    value = ctx.config.deployment.get("replicaCount", 1)  # the chart's default is 1
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ProbeError(f"api.replicaCount is not a number: {value!r}") from None
+
+
+@SECTION.check(
+    "rollout.replicas",
+    item="Define ship and rollback procedures (rolling deployments without downtime)",
+    title="The service runs at least two replicas",
+    severity=Severity.HIGH,
+    remediation="Set api.replicaCount >= 2 (the production example uses 3) so a rollout or a pod loss keeps serving.",
+    reference=f"{OPS_REF} §4 (replicaCount)",
+)
+def replicas(ctx: AuditContext) -> Outcome:
+    if not _helm_visible(ctx):
+        return skipped("no Helm values in config_sources: replicas are not visible")
+    count = replica_count(ctx)
+    evidence = {
+        "replicaCount": count,
+        "source": "api.replicaCount" if "replicaCount" in ctx.config.deployment else "chart default",
+    }
+    if count < 2:
+        return failed(f"{count} replica: a rollout or pod loss is an outage", **evidence)
+    return passed(f"{count} replicas", **evidence)
+
+
+@SECTION.check(
+    "rollout.cache-invalidation-scope",
+    item="Define ship and rollback procedures for config and rules (admin API)",
+    title="Admin cache invalidation reaches every replica",
+    severity=Severity.LOW,
+    remediation="After a config/rules rollback, expect up to the cache TTL of stale answers on other replicas: "
+    "lower RECSYS_CONFIG_CACHE_TTL/RECSYS_RULES_CACHE_TTL, or invalidate through each pod, or restart the rollout.",
+    reference=f"{OPS_REF} §1.8 (invalidation clears only the serving replica)",
+)
+def cache_invalidation_scope(ctx: AuditContext) -> Outcome:
+    if not _helm_visible(ctx):
+        return skipped("no Helm values in config_sources: replicas are not visible")
+    count = replica_count(ctx)
+    names = ["RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"]
+    if artifact_mode(ctx):
+        names += ["RECSYS_ARTIFACT_MANIFEST_TTL", "RECSYS_ARTIFACT_CACHE_TTL"]
+    ttls = {}
+    for name in names:
+        value = ctx.config.value(name)
+        try:
+            ttls[name] = go_duration_s(value) if value is not None else None
+        except ValueError:
+            ttls[name] = None
+    known = [v for v in ttls.values() if v is not None]
+    bound = max(known) if known else None
+    evidence = {"replicas": count, "ttl_s": ttls, "staleness_bound_s": bound}
+    if count <= 1:
+        return passed("one replica: invalidation reaches it", **evidence)
+    bound_text = f"{bound:g} s" if bound is not None else "an unknown TTL"
+    return warned(
+        f"invalidation clears 1 of {count} replicas; the others serve stale config/rules for up to {bound_text}",
+        **evidence,
+    )
+
+
+# --- documented procedures -------------------------------------------------------------------------------------
+
+
+def _attested(ctx: AuditContext, check_id: str, what: str) -> Outcome:
+    attestation = attestation_for(ctx.params, check_id)
+    evidence: dict[str, Any] = {"max_age_days": ctx.params.policies.attestation_max_age_days}
+    if attestation:
+        evidence["attestation"] = {"by": attestation.by, "date": str(attestation.date), "url": attestation.evidence_url}
+    return manual(f"attest that {what}", **evidence)
+
+
+@SECTION.check(
+    "rollout.procedures-documented",
+    item="Define ship and rollback procedures for config and rules, artifact manifests and algorithm versions",
+    title="Ship and rollback procedures are documented for config/rules, manifests and algorithm versions",
+    severity=Severity.MEDIUM,
+    remediation="Write the procedures (admin API + audit log; manifest copy-back + invalidate; image rollback) and "
+    "attest them in params (attestations: check rollout.procedures-documented).",
+    reference=f"{OPS_REF} §8 (rollback runbook), §3.4 (manifest rollback)",
+)
+def procedures_documented(ctx: AuditContext) -> Outcome:
+    return _attested(ctx, "rollout.procedures-documented", "ship and rollback procedures exist for all three changes")
+
+
+@SECTION.check(
+    "rollout.ship-gates-documented",
+    item="Document gates and criteria for shipping",
+    title="Gates and criteria for shipping are documented",
+    severity=Severity.MEDIUM,
+    remediation="Document the go/no-go gates (this audit passing, load-test SLOs, error/empty-rate budgets after "
+    "canary) and attest them in params.",
+    reference="production-readiness checklist §7",
+)
+def ship_gates_documented(ctx: AuditContext) -> Outcome:
+    return _attested(ctx, "rollout.ship-gates-documented", "shipping gates and their criteria are documented")
