@@ -16,6 +16,7 @@ from recsys_audit.probes import ProbeError
 if TYPE_CHECKING:
     from recsys_audit.probes.config import ConfigView
     from recsys_audit.probes.database import ReadOnlyDatabase
+    from recsys_audit.probes.manifest import ObjectStore
     from recsys_audit.probes.metrics import MetricsSnapshot, PrometheusClient
     from recsys_audit.probes.service import ServiceClient
 
@@ -93,6 +94,20 @@ class AuditContext:
             return PrometheusClient(self.params.prometheus.url, self.params.target.timeout_s)
 
         return self.memo("probe:prometheus", open_prometheus)
+
+    @property
+    def manifests(self) -> ObjectStore:
+        """Read-only access to manifests and artifacts (file://, http(s)://, s3://)."""
+        from recsys_audit.probes.manifest import ObjectStore
+
+        target = self.params.target
+        verify: bool | str = str(self.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
+        return self.memo(
+            "probe:manifests",
+            lambda: ObjectStore(
+                self.params.manifests.s3, file_root=self.params.base_dir, timeout_s=target.timeout_s, verify=verify
+            ),
+        )
 
     def close(self) -> None:
         for value in self._memo.values():

@@ -135,6 +135,9 @@ class JwtParams(Model):
     signing_key: SecretRef = None
     signing_kid: str | None = None
     ca_bundle: str | None = Field(None, description="CA bundle to verify the JWKS endpoint's TLS certificate")
+    allow_signing_in_production: bool = Field(
+        False, description="let negative probes sign tokens with signing_key even when target.production is true"
+    )
 
 
 class AuthParams(Model):
@@ -181,6 +184,7 @@ class DatabaseParams(Model):
     statement_timeout_ms: int = Field(3000, gt=0)
     service_role: str | None = Field(None, description="the role recsys-service connects as")
     allowed_event_readers: list[str] = Field(default_factory=list)
+    long_transaction_max_s: int = Field(300, gt=0, description="a transaction open longer than this is flagged")
 
 
 class S3Params(Model):
@@ -247,6 +251,7 @@ class RestoreDrillParams(Model):
     enabled: bool = False
     scratch_dsn: SecretRef = None
     allow_production: bool = False
+    timeout_s: float = Field(600, gt=0, le=7200, description="limit for the dump and for the restore, each")
 
 
 class DeploymentParams(Model):
@@ -350,7 +355,7 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(f"{path}: no such params file — create it from params/production.example.yaml")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # bad dates, deep nesting
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ParamsError(f"{path}{where}: not valid YAML — {getattr(exc, 'problem', exc)}") from None

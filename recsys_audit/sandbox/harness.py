@@ -1,0 +1,808 @@
+"""One sandbox instance, end to end: database, data, files, identities, the service, Prometheus and a params file.
+
+``start_sandbox(directory, profile, defects)`` builds ``<directory>/<name>/`` (layout in sandbox/README.md), starts the
+processes, sends a little warm-up traffic so metrics, logs and Prometheus have data, and writes ``params.yaml`` for
+the audit. ``SandboxInstance.stop()`` (or :func:`stop_instance` from another process, via ``state.json``) stops
+every process it started, by PID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from recsys_audit.probes.config import parse_env_file
+from recsys_audit.sandbox import defects as defect_registry
+from recsys_audit.sandbox import deployment, prometheus
+from recsys_audit.sandbox.database import (
+    MIGRATIONS_DIR,
+    SandboxDatabase,
+    SandboxDatabaseError,
+    finish_database,
+    migrations,
+    setup_database,
+)
+from recsys_audit.sandbox.identity import AUDITED_TENANT, OTHER_TENANT, SandboxIdentity, create_identity
+from recsys_audit.sandbox.manifests import write_registry
+from recsys_audit.sandbox.prometheus import PrometheusError
+from recsys_audit.sandbox.seed import TENANTS, SeedOptions, seed
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_NAME = "local"
+DEFAULT_PORTS = {"service": 18080, "jwks": 18443, "prometheus": 19090, "postgres": 15433}
+STATE_FILE = "state.json"
+OWNER = "Platform Team"
+DOCS_URL = "https://wiki.example.internal/recsys"
+# Manual checklist items a careful operator has attested (hardened profile only).
+ATTESTED_CHECKS = (
+    "auth.key-rotation-documented",
+    "privacy.salt-rotation-attested",
+    "privacy.pii-stance-documented",
+    "db.migration-preflight-ci",
+    "db.restore-tested",
+    "db.schema-rollback-documented",
+    "runbook.service-not-ready",
+    "runbook.empty-recs",
+    "runbook.rollback-config-rules",
+    "runbook.stale-manifest",
+    "runbook.diagnostics",
+    "rollout.procedures-documented",
+    "rollout.ship-gates-documented",
+)
+_PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+Log = Callable[[str], None]
+
+
+class SandboxError(Exception):
+    """The sandbox could not start or stop; one line that says what failed and where to look."""
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+# --- the instance ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SandboxInstance:
+    name: str
+    directory: Path
+    profile: str
+    defects: tuple[str, ...]
+    ports: dict[str, int]
+    base_url: str
+    metrics_url: str
+    prometheus_url: str | None
+    dsn: str  # the auditor's DSN (read-only role)
+    admin_dsn: str  # superuser connection to the instance database
+    service_dsn: str
+    params_path: Path
+    env_file: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return parse_env_file(self.env_file.read_text(encoding="utf-8"))
+
+    def stop(self) -> None:
+        stop_instance(self.directory, self._processes)
+
+
+# --- ports, processes, state --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _choose_ports(requested: Mapping[str, int] | None) -> dict[str, int]:
+    ports = {name: int((requested or {}).get(name) or 0) or free_port() for name in DEFAULT_PORTS}
+    taken = sorted(
+        f"{name} {port}" for name, port in ports.items() if requested and requested.get(name) and _port_in_use(port)
+    )
+    if taken:
+        raise SandboxError(
+            f"port(s) already in use on 127.0.0.1: {', '.join(taken)} — stop what uses them or pick others"
+        )
+    return ports
+
+
+def _write_state(directory: Path, state: dict[str, Any]) -> None:
+    path = directory / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, marker: str | None = None) -> bool:
+    """The process exists, is not a zombie, and (when given) its command line contains ``marker``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return marker is None or marker in cmdline
+
+
+def _terminate(pid: int, marker: str, process: subprocess.Popen[bytes] | None, timeout_s: float = 8) -> None:
+    if not pid_alive(pid, marker):
+        if process is not None:
+            process.poll()
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return
+        if not pid_alive(pid, marker):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait(timeout=5)
+
+
+def stop_instance(directory: Path, processes: Mapping[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
+    """Stop every process recorded in ``state.json`` (service, Prometheus, PostgreSQL); returns what was stopped."""
+    state = read_state(directory)
+    if state is None:
+        return []
+    stopped = []
+    for name, info in state.get("processes", {}).items():
+        process = (processes or {}).get(name)
+        if pid_alive(info["pid"], info["marker"]):
+            stopped.append(name)
+        _terminate(info["pid"], info["marker"], process)
+    database = state.get("database") or {}
+    if database.get("mode") == "cluster" and database.get("data_dir"):
+        data_dir = Path(database["data_dir"])
+        if (data_dir / "postmaster.pid").exists():
+            stopped.append("postgres")
+            command = [str(Path(database["bindir"]) / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
+            prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+            subprocess.run([*prefix, *command], capture_output=True, timeout=45, check=False)
+        if database.get("outside_home"):
+            shutil.rmtree(database["home"], ignore_errors=True)
+    elif database.get("mode") == "shared":
+        _drop_shared_database(database)
+        stopped.append("database")
+    state["status"] = "stopped"
+    state["stopped_at"] = dt.datetime.now(dt.UTC).isoformat()
+    _write_state(directory, state)
+    return stopped
+
+
+def _drop_shared_database(info: Mapping[str, Any]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(info["server_admin"], autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(info["dbname"])))
+            for role in info["roles"]:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    except psycopg.Error:
+        pass
+
+
+def instance_status(directory: Path) -> dict[str, Any] | None:
+    """What ``state.json`` says, with each process checked for being alive."""
+    state = read_state(directory)
+    if state is None:
+        return None
+    alive = {name: pid_alive(info["pid"], info["marker"]) for name, info in state.get("processes", {}).items()}
+    database = state.get("database") or {}
+    if database.get("mode") == "cluster":
+        pid_file = Path(database["data_dir"]) / "postmaster.pid"
+        try:
+            alive["postgres"] = pid_alive(int(pid_file.read_text().split()[0]), "postgres")
+        except (OSError, ValueError, IndexError):
+            alive["postgres"] = False
+    return {**state, "alive": alive, "running": bool(alive) and all(alive.values())}
+
+
+# --- the env file --------------------------------------------------------------------------------------------------
+
+
+def render_env(template_path: Path, values: Mapping[str, str], overrides: Mapping[str, str]) -> str:
+    """The profile template with placeholders filled, then the sandbox wiring and defect overrides appended."""
+    try:
+        text = template_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SandboxError(f"{template_path}: cannot read the profile template ({exc.strerror})") from None
+    unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in values})
+    if unknown:
+        raise SandboxError(f"{template_path}: unknown placeholder ${{{unknown[0]}}} — use one of {', '.join(values)}")
+    text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text).rstrip() + "\n"
+    if overrides:
+        text += "\n# --- sandbox wiring and defect switches (later lines win) ---\n"
+        text += "".join(f"{name}={value}\n" for name, value in overrides.items())
+    return text
+
+
+# --- the params file -----------------------------------------------------------------------------------------------
+
+
+def _rel(path: Path, base: Path) -> str:
+    return os.path.relpath(path, base)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    value = env.get(name, "").strip().lower()
+    return default if not value else value in {"1", "t", "true", "yes", "on"}
+
+
+def build_params(
+    *,
+    name: str,
+    directory: Path,
+    profile: str,
+    defects: Sequence[str],
+    ports: Mapping[str, int],
+    env: Mapping[str, str],
+    prometheus_url: str | None,
+    service_role: str,
+    base: Path,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The params document for an instance; every path is relative to ``base`` (where the params file lives)."""
+    now = now or dt.datetime.now(dt.UTC)
+    hardened = profile == "hardened"
+    files = defect_registry.file_settings(profile, defects)
+    artifact_mode = _flag(env, "RECSYS_ARTIFACT_MODE_ENABLED")
+    dev_auth = _flag(env, "DEV_AUTH_ENABLED")
+    jwt_on = _flag(env, "JWT_AUTH_ENABLED", default=True)
+
+    def ref(relative: str) -> str:
+        return "file:" + _rel(directory / relative, base)
+
+    auth: dict[str, Any] = {
+        "mechanisms": [m for m, on in (("jwt", jwt_on), ("api_key", _flag(env, "API_KEY_ENABLED"))) if on],
+        "tenant_source": "claims" if _flag(env, "AUTH_REQUIRE_TENANT_CLAIM") else "header",
+        "tenant_header": env.get("TENANT_HEADER_NAME") or "X-Org-Id",
+    }
+    if jwt_on:
+        auth["jwt"] = {
+            "jwks_url": env.get("JWT_JWKS_URL"),
+            "issuer": env.get("JWT_ISSUER"),
+            "audience": env.get("JWT_AUDIENCE"),
+            "tenant_claim": "tenant_id",
+            "role_claim": "roles",
+            "signing_key": ref("secrets/jwt-signing.pem"),
+            "ca_bundle": _rel(directory / "jwks" / "ca.pem", base),
+            "allow_signing_in_production": True,
+        }
+        auth["credentials"] = {role: {"bearer": ref(f"secrets/{role}.jwt")} for role in TOKEN_ROLES_IN_PARAMS}
+        auth["other_tenant"] = {"tenant": OTHER_TENANT, "credential": {"bearer": ref("secrets/other_tenant.jwt")}}
+    elif dev_auth:
+        auth["credentials"] = {
+            "viewer": {"headers": _dev_headers("sandbox-viewer", AUDITED_TENANT)},
+            "no_role": {"headers": _dev_headers("sandbox-no-role", AUDITED_TENANT)},
+        }
+        auth["other_tenant"] = {
+            "tenant": OTHER_TENANT,
+            "credential": {"headers": _dev_headers("sandbox-beta-user", OTHER_TENANT)},
+        }
+    if hardened:
+        auth["tenant_source_documented_at"] = f"{DOCS_URL}/tenancy"
+        auth["key_rotation_process_documented_at"] = f"{DOCS_URL}/api-key-rotation"
+
+    tenants = [
+        {
+            "id": tenant,
+            "surfaces": surfaces,
+            "serving_mode": "artifact" if artifact_mode else "db_only",
+            **({"mode_documented_at": f"{DOCS_URL}/serving-mode"} if hardened else {}),
+        }
+        for tenant, (_, surfaces) in TENANTS.items()
+        if tenant == AUDITED_TENANT  # the other tenant only serves the isolation probes (auth.other_tenant)
+    ]
+    logs: dict[str, Any] = {"service": [_rel(directory / "logs" / "service.log", base)]}
+    if env.get("EXPOSURE_LOG_PATH"):
+        logs["exposure"] = [_rel(Path(env["EXPOSURE_LOG_PATH"]), base)]
+    if env.get("AUDIT_LOG_PATH"):
+        logs["audit"] = [_rel(Path(env["AUDIT_LOG_PATH"]), base)]
+
+    params: dict[str, Any] = {
+        "environment": {"name": name, "owner": OWNER},
+        "target": {"base_url": f"http://127.0.0.1:{ports['service']}", "timeout_s": 5.0, "production": hardened},
+        "auth": auth,
+        "tenants": tenants,
+        "metrics_url": f"http://127.0.0.1:{ports['service']}/metrics",
+        "prometheus": {
+            "url": prometheus_url,
+            "job": prometheus.JOB,
+            "rules_files": [_rel(directory / "prometheus" / "rules" / prometheus.RULES_FILE, base)],
+        },
+        "database": {"dsn": ref("secrets/auditor.dsn"), "service_role": service_role},
+        "manifests": {
+            "template": f"file://{_rel(directory / 'registry' / 'current', base)}/{{tenant}}/{{surface}}/manifest.json",
+        },
+        "config_sources": [
+            {"kind": "env_file", "path": _rel(directory / "service.env", base)},
+            {"kind": "helm_values", "path": _rel(directory / "values.yaml", base)},
+        ],
+        "logs": logs,
+        "policies": {"publish_interval_s": 86400} if hardened else {},
+        "privacy": {"allowed_identifiers": ["user_id", "session_id"]} if hardened else {},
+        "load_test": {
+            "allowed": True,
+            "report": _rel(directory / "loadtest-report.json", base),
+            "requests": 200,
+            "concurrency": 8,
+            "max_seconds": 10,
+        },
+        "migrations": {
+            "directory": _rel(MIGRATIONS_DIR, base),
+            "expected_latest": migrations()[-1].version,
+        },
+        "deployment": {"grafana_dashboard": _rel(directory / "grafana-dashboard.json", base)},
+    }
+    if prometheus_url is None:
+        params["prometheus"].pop("url")
+    if hardened:
+        manifest_age = dt.timedelta(hours=files.manifest_age_hours)
+        params["manifests"]["previous_template"] = (
+            f"file://{_rel(directory / 'registry' / 'previous', base)}/{{tenant}}/{{surface}}/"
+        )
+        params["migrations"]["explicit_job"] = "helm pre-upgrade hook: Job recsys-migrate (migrate up, then preflight)"
+        params["deployment"].update(
+            {
+                "pipelines_schedule": deployment.PIPELINES_SCHEDULE,
+                "pipelines_last_success": _iso(now - manifest_age),
+                "pipelines_owner": "data-platform on-call (#recsys-pipelines)",
+                "backup_tool": "WAL archiving (archive_command) + nightly pg_basebackup",
+                "last_backup_at": _iso(now - dt.timedelta(hours=5)),
+            }
+        )
+        if "archive-off" in defects:  # WAL archiving is the backup the params name: without it there is none
+            for key in ("backup_tool", "last_backup_at"):
+                params["deployment"].pop(key)
+        attested_on = (now - dt.timedelta(days=20)).date().isoformat()
+        params["attestations"] = [
+            {"check": check, "by": "Dana Reviewer", "date": attested_on, "evidence_url": f"{DOCS_URL}/evidence/{check}"}
+            for check in ATTESTED_CHECKS
+        ]
+    return params
+
+
+TOKEN_ROLES_IN_PARAMS = ("viewer", "operator", "admin", "no_role")
+
+
+def _dev_headers(user: str, tenant: str) -> dict[str, str]:
+    return {"X-Dev-User-Id": user, "X-Dev-Org-Id": tenant}
+
+
+def write_params(path: Path, params: Mapping[str, Any], header: str) -> None:
+    path.write_text(header + yaml.safe_dump(dict(params), sort_keys=False, width=120), encoding="utf-8")
+
+
+# --- traffic -------------------------------------------------------------------------------------------------------
+
+
+def _credential_headers(env: Mapping[str, str], directory: Path, tenant: str) -> dict[str, str]:
+    if _flag(env, "JWT_AUTH_ENABLED", default=True):
+        role = "viewer" if tenant == AUDITED_TENANT else "other_tenant"
+        return {"Authorization": "Bearer " + (directory / "secrets" / f"{role}.jwt").read_text().strip()}
+    return _dev_headers("sandbox-warmup", tenant)
+
+
+def warm_up(base_url: str, env: Mapping[str, str], directory: Path, requests_per_surface: int = 4) -> int:
+    """A few recommend requests per tenant/surface so metrics, exposure logs and Prometheus have data."""
+    sent = 0
+    with httpx.Client(base_url=base_url, timeout=5) as client:
+        for tenant, (_, surfaces) in TENANTS.items():
+            headers = {**_credential_headers(env, directory, tenant), "X-Org-Id": tenant}
+            for surface in surfaces:
+                for i in range(requests_per_surface):
+                    body = {
+                        "surface": surface,
+                        "k": 5,
+                        "user": {"user_id": f"warmup-user-{i}", "session_id": f"warmup-session-{i}"},
+                        "options": {},
+                    }
+                    client.post("/v1/recommend", json=body, headers=headers)
+                    sent += 1
+        viewer = _credential_headers(env, directory, AUDITED_TENANT)
+        client.get(f"/v1/admin/tenants/{AUDITED_TENANT}/config", headers=viewer)
+        if _flag(env, "JWT_AUTH_ENABLED", default=True):  # an operator's cache invalidation: one admin write
+            operator = {"Authorization": "Bearer " + (directory / "secrets" / "operator.jwt").read_text().strip()}
+            client.post(
+                f"/v1/admin/tenants/{AUDITED_TENANT}/cache/invalidate",
+                json={"targets": ["config"], "surface": "home"},
+                headers=operator,
+            )
+    return sent + 2
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_file: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
+            raise SandboxError(
+                f"the sandbox service exited with code {process.returncode}: {' '.join(tail)[:300]} (log: {log_file})"
+            )
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SandboxError(f"the sandbox service at {base_url} was not ready after {timeout_s:.0f}s (log: {log_file})")
+
+
+def _service_environment(env: Mapping[str, str]) -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TZ")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, **env}
+
+
+# --- start ---------------------------------------------------------------------------------------------------------
+
+
+def start_sandbox(
+    directory: Path,
+    profile: str = "hardened",
+    defects: Sequence[str] = (),
+    *,
+    ports: dict[str, int] | None = None,
+    prometheus: bool = True,
+    rows: int = 0,
+    name: str | None = None,
+    log: Log = _quiet,
+) -> SandboxInstance:
+    """Start one instance under ``directory/<name>`` and return it once the service is ready and warmed up."""
+    active = defect_registry.validate(profile, defects)
+    name = name or DEFAULT_NAME
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SandboxError(f"instance name '{name}': use letters, digits, '.', '_' and '-'")
+    instance_dir = (directory / name).resolve()
+    status = instance_status(instance_dir)
+    if status and status.get("status") != "stopped" and any(status["alive"].values()):
+        raise SandboxError(f"sandbox '{name}' is already running in {instance_dir} — stop it with: sandbox down")
+    chosen_ports = _choose_ports(ports)
+    _prepare_directory(instance_dir)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    state: dict[str, Any] = {
+        "name": name,
+        "profile": profile,
+        "defects": list(active),
+        "directory": str(instance_dir),
+        "ports": chosen_ports,
+        "status": "starting",
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        "processes": {},
+    }
+    _write_state(instance_dir, state)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        instance = _start(
+            instance_dir, profile, active, chosen_ports, prometheus, rows, name, state, processes, timings, log
+        )
+    except BaseException as exc:
+        stop_instance(instance_dir, processes)
+        if isinstance(exc, SandboxDatabaseError | PrometheusError):
+            raise SandboxError(str(exc)) from None
+        raise
+    timings["total"] = time.perf_counter() - started
+    instance.timings_s = timings
+    state["status"] = "running"
+    state["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    _write_state(instance_dir, state)
+    return instance
+
+
+def _prepare_directory(instance_dir: Path) -> None:
+    """A clean instance directory (files of an earlier, stopped run are replaced)."""
+    if instance_dir.exists():
+        for child in instance_dir.iterdir():
+            if child.is_symlink() or child.is_file():
+                child.unlink()
+            else:
+                shutil.rmtree(child)
+    for sub in ("secrets", "logs", "jwks", "registry", "prometheus"):
+        (instance_dir / sub).mkdir(parents=True, exist_ok=True)
+    (instance_dir / "secrets").chmod(0o700)
+    (instance_dir / "logs" / "exposure").mkdir(mode=0o700, exist_ok=True)
+
+
+def _start(
+    instance_dir: Path,
+    profile: str,
+    active: tuple[str, ...],
+    ports: dict[str, int],
+    with_prometheus: bool,
+    rows: int,
+    name: str,
+    state: dict[str, Any],
+    processes: dict[str, subprocess.Popen[bytes]],
+    timings: dict[str, float],
+    log: Log,
+) -> SandboxInstance:
+    mark = time.perf_counter()
+
+    def lap(label: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[label] = now - mark
+        mark = now
+
+    files = defect_registry.file_settings(profile, active)
+    identity = create_identity(instance_dir)
+    lap("identity")
+
+    # Prometheus first: it starts while the database and the service come up.
+    prometheus_url = None
+    if with_prometheus:
+        if prometheus.prometheus_binary() is None:
+            log("note: the 'prometheus' binary is not installed (Debian package prometheus); running without it")
+        else:
+            prom_files = prometheus.write_prometheus_files(
+                instance_dir / "prometheus", f"127.0.0.1:{ports['service']}", files.alert_set, name
+            )
+            process = prometheus.start_prometheus(
+                prom_files, ports["prometheus"], instance_dir / "logs" / "prometheus.log"
+            )
+            processes["prometheus"] = process
+            state["processes"]["prometheus"] = {"pid": process.pid, "marker": str(prom_files.config)}
+            _write_state(instance_dir, state)
+            prometheus_url = f"http://127.0.0.1:{ports['prometheus']}"
+    else:
+        prometheus.write_prometheus_files(
+            instance_dir / "prometheus", f"127.0.0.1:{ports['service']}", files.alert_set, name
+        )
+
+    db_settings = defect_registry.database_settings(profile, active)
+    database = setup_database(instance_dir, ports["postgres"], db_settings, tag=name, log=log)
+    state["database"] = _database_state(database)
+    _write_state(instance_dir, state)
+    lap("database")
+
+    env_text = render_env(
+        PROFILES_DIR / f"{profile}.env",
+        _placeholders(instance_dir, ports, database, identity),
+        _wiring(instance_dir, ports, identity, active),
+    )
+    env_file = instance_dir / "service.env"
+    env_file.write_text(env_text, encoding="utf-8")
+    env_file.chmod(0o600)
+    env = parse_env_file(env_text)
+    _write_secret(instance_dir / "secrets" / "auditor.dsn", database.auditor_dsn)
+    _write_secret(instance_dir / "secrets" / "service.dsn", database.service_dsn)
+
+    options = SeedOptions(
+        api_key_hash_secret=env.get("API_KEY_HASH_SECRET", ""),
+        subject_hash_salt=env.get("EXPOSURE_HASH_SALT") or "sandbox-subject-salt",
+        pii_unhashed="pii-unhashed" in active,
+        stale_signals="stale-signals" in active,
+        long_lived_key=profile != "hardened",
+        **({"exposure_rows": rows, "interaction_rows": rows * 2} if rows else {}),
+    )
+    with database.connect() as conn:
+        seeded = seed(conn, options)
+    for key_name, raw in seeded.api_keys.items():
+        _write_secret(instance_dir / "secrets" / f"api-key-{key_name}.key", raw)
+    finish_database(database, db_settings)
+    lap("seed")
+
+    write_registry(
+        instance_dir / "registry",
+        {tenant: surfaces for tenant, (_, surfaces) in TENANTS.items()},
+        manifest_age=dt.timedelta(hours=files.manifest_age_hours),
+        retained=files.retained_manifests,
+    )
+    (instance_dir / "registry" / "previous").mkdir(exist_ok=True)
+    deployment.write_values(instance_dir / "values.yaml", files, profile == "hardened")
+    deployment.write_dashboard(instance_dir / "grafana-dashboard.json", files.dashboard == "complete")
+    base_url = f"http://127.0.0.1:{ports['service']}"
+    deployment.write_load_report(instance_dir / "loadtest-report.json", files.load_report, base_url)
+    if _flag(env, "JWT_AUTH_ENABLED", default=True):
+        identity.mint_role_tokens(env.get("JWT_ISSUER", ""), env.get("JWT_AUDIENCE", ""))
+    lap("files")
+
+    service_log = instance_dir / "logs" / "service.log"
+    with service_log.open("ab") as output:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "recsys_audit.sandbox.server"],
+            env=_service_environment(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=instance_dir,
+            start_new_session=True,
+        )
+    processes["service"] = service
+    state["processes"]["service"] = {"pid": service.pid, "marker": "recsys_audit.sandbox.server"}
+    _write_state(instance_dir, state)
+    _wait_ready(base_url, service, service_log)
+    lap("service")
+
+    warm_up(base_url, env, instance_dir)
+    if prometheus_url:
+        prometheus.wait_ready(prometheus_url, processes["prometheus"])
+        prometheus.wait_scraped(prometheus_url)
+    lap("warm_up")
+
+    params = build_params(
+        name=name,
+        directory=instance_dir,
+        profile=profile,
+        defects=active,
+        ports=ports,
+        env=env,
+        prometheus_url=prometheus_url,
+        service_role=database.roles.service,
+        base=instance_dir,
+    )
+    params_path = instance_dir / "params.yaml"
+    header = f"# params of sandbox instance '{name}' ({profile}{' + ' + ', '.join(active) if active else ''})\n"
+    write_params(params_path, params, header)
+    _check_params(params_path)
+    return SandboxInstance(
+        name=name,
+        directory=instance_dir,
+        profile=profile,
+        defects=active,
+        ports=ports,
+        base_url=base_url,
+        metrics_url=f"{base_url}/metrics",
+        prometheus_url=prometheus_url,
+        dsn=database.auditor_dsn,
+        admin_dsn=database.admin_conninfo,
+        service_dsn=database.service_dsn,
+        params_path=params_path,
+        env_file=env_file,
+        pids={process: info["pid"] for process, info in state["processes"].items()}
+        | ({"postgres": database.cluster.pid} if database.cluster and database.cluster.pid else {}),
+        _processes=processes,
+    )
+
+
+def _placeholders(
+    instance_dir: Path, ports: Mapping[str, int], database: SandboxDatabase, identity: SandboxIdentity
+) -> dict[str, str]:
+    return {
+        "API_ADDR": f"127.0.0.1:{ports['service']}",
+        "DATABASE_URL": database.service_dsn,
+        "DATABASE_URL_FILE": str(instance_dir / "secrets" / "service.dsn"),
+        "JWKS_URL": f"https://127.0.0.1:{ports['jwks']}/.well-known/jwks.json",
+        "JWT_PUBLIC_KEY_FILE": str(identity.public_key_file),
+        "JWKS_CA_FILE": str(identity.ca_file),
+        "INSTANCE_DIR": str(instance_dir),
+        "LOG_DIR": str(instance_dir / "logs"),
+        "REGISTRY_DIR": str(instance_dir / "registry"),
+        "API_KEY_HASH_SECRET": secrets.token_hex(32),
+        "EXPOSURE_HASH_SALT": secrets.token_hex(32),
+        "EXPERIMENT_ASSIGNMENT_SALT": secrets.token_hex(32),
+    }
+
+
+def _wiring(
+    instance_dir: Path, ports: Mapping[str, int], identity: SandboxIdentity, active: Sequence[str]
+) -> dict[str, str]:
+    wiring = {
+        "SANDBOX_DEFECTS": ",".join(defect_registry.server_switches(active)),
+        "SANDBOX_JWKS_ADDR": f"127.0.0.1:{ports['jwks']}",
+        "SANDBOX_JWKS_CERT_FILE": str(identity.server_cert_file),
+        "SANDBOX_JWKS_KEY_FILE": str(identity.server_key_file),
+        "SANDBOX_JWKS_CA_FILE": str(identity.ca_file),
+        "SANDBOX_JWT_PUBLIC_KEY_FILE": str(identity.public_key_file),
+        "SANDBOX_JWT_KID": identity.kid,
+    }
+    return wiring | defect_registry.env_overrides(active)
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+
+
+def _database_state(database: SandboxDatabase) -> dict[str, Any]:
+    roles = [database.roles.owner, database.roles.service, database.roles.auditor]
+    if database.cluster is not None:
+        cluster = database.cluster
+        return {
+            "mode": "cluster",
+            "data_dir": str(cluster.data_dir),
+            "home": str(cluster.home),
+            "outside_home": cluster.outside_home,
+            "bindir": str(cluster.bindir),
+            "port": cluster.port,
+            "roles": roles,
+        }
+    return {"mode": "shared", "dbname": database.dbname, "server_admin": database.server_admin_conninfo, "roles": roles}
+
+
+def _check_params(path: Path) -> None:
+    from recsys_audit.params import ParamsError, load_params
+
+    try:
+        load_params(path)
+    except ParamsError as exc:
+        raise SandboxError(f"generated params do not validate: {str(exc).splitlines()[0]}") from None
+
+
+def local_params_document(repo_root: Path, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What ``sandbox up`` writes for the default instance, with paths relative to ``<repo>/params/`` — the content
+    of the committed ``params/local.yaml``."""
+    directory = repo_root / ".sandbox" / DEFAULT_NAME
+    values = {
+        "API_ADDR": f"127.0.0.1:{DEFAULT_PORTS['service']}",
+        "JWKS_URL": f"https://127.0.0.1:{DEFAULT_PORTS['jwks']}/.well-known/jwks.json",
+        "LOG_DIR": str(directory / "logs"),
+        "REGISTRY_DIR": str(directory / "registry"),
+        "INSTANCE_DIR": str(directory),
+    }
+    template = (PROFILES_DIR / "hardened.env").read_text(encoding="utf-8")
+    env = parse_env_file(_PLACEHOLDER.sub(lambda m: values.get(m.group(1), "x"), template))
+    return build_params(
+        name=DEFAULT_NAME,
+        directory=directory,
+        profile="hardened",
+        defects=(),
+        ports=DEFAULT_PORTS,
+        env=env,
+        prometheus_url=f"http://127.0.0.1:{DEFAULT_PORTS['prometheus']}",
+        service_role="recsys_app",
+        base=repo_root / "params",
+        now=now,
+    )
+
+
+LOCAL_PARAMS_HEADER = """# params of the local sandbox (`recsys-audit sandbox up`): the hardened profile on fixed ports.
+# Start it first; the secrets below are files that `sandbox up` writes under .sandbox/local/secrets/.
+# Regenerate: python -c "from recsys_audit.sandbox.harness import write_local_params; write_local_params()"
+"""
+
+
+def write_local_params(repo_root: Path | None = None) -> Path:
+    root = repo_root or Path(__file__).resolve().parents[2]
+    path = root / "params" / f"{DEFAULT_NAME}.yaml"
+    write_params(path, local_params_document(root), LOCAL_PARAMS_HEADER)
+    return path

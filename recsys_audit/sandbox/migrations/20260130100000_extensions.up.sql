@@ -1,0 +1,2 @@
+-- Extensions: gen_random_uuid(), digest(), hmac().
+CREATE EXTENSION IF NOT EXISTS pgcrypto;

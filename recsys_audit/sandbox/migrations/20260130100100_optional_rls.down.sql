@@ -1,0 +1,2 @@
+-- Down migration for 20260130100100_optional_rls.up.sql.
+-- nothing to undo: the up migration has no DDL

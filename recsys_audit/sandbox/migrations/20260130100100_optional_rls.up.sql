@@ -1,0 +1,6 @@
+-- Row-level security is optional and not enabled by the migrations. To isolate tenants in the database, enable it
+-- per tenant table with a policy comparing tenant_id::text to the app.tenant_id setting, for example:
+--   ALTER TABLE <table> ENABLE ROW LEVEL SECURITY;
+--   ALTER TABLE <table> FORCE ROW LEVEL SECURITY;
+--   CREATE POLICY tenant_isolation ON <table>
+--       USING (tenant_id::text = current_setting('app.tenant_id', true));
