@@ -84,10 +84,12 @@ class SectionRun:
         _show(finding_html(finding))
         return finding
 
-    def run_remaining(self) -> list[Finding]:
+    def run_remaining(self) -> None:
         """Evaluate every check of the section not run yet (keeps the notebook complete by construction)."""
         done = {f.id for f in self.findings}
-        return [self.run(check_id) for check_id in self.section.checks if check_id not in done]
+        for check_id in self.section.checks:
+            if check_id not in done:
+                self.run(check_id)
 
     def header(self) -> None:
         """Show what this section audits: environment, target and the configured probes (no secret values)."""
