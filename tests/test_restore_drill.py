@@ -27,7 +27,8 @@ CREATE TABLE items (id bigserial PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES
 CREATE INDEX items_tenant_idx ON items (tenant_id);
 ALTER TABLE items ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON items USING (tenant_id::text = current_setting('app.tenant_id', true));
-CREATE TABLE events (id bigserial, occurred_at timestamptz NOT NULL, payload jsonb) PARTITION BY RANGE (occurred_at);
+CREATE TABLE events (id bigserial, occurred_at timestamptz NOT NULL, payload jsonb, PRIMARY KEY (occurred_at, id))
+    PARTITION BY RANGE (occurred_at);
 CREATE TABLE events_default PARTITION OF events DEFAULT;
 CREATE TABLE events_2026_05 PARTITION OF events FOR VALUES FROM ('2026-05-01') TO ('2026-06-01');
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;

@@ -45,7 +45,7 @@ def recommend_sweep(ctx: AuditContext) -> list[dict[str, Any]]:
             # each tenant is called with its own identity: the second tenant's credential, if params give one
             as_role: Role = "other_tenant" if other and other.tenant == tenant and other.credential else role
             response = ctx.service.recommend(tenant, surface, role=as_role)
-            body = response.json_or_none() if response.status == 200 else None
+            body = response.json() if response.status == 200 else None  # a 200 that is not JSON: error
             items = body.get("items") if isinstance(body, dict) else None
             warnings = body.get("warnings") if isinstance(body, dict) else None
             meta = body.get("meta") if isinstance(body, dict) else None

@@ -710,9 +710,14 @@ def default_partition_empty(ctx: AuditContext) -> Outcome:
 
 def plot_partition_rows(audit: Any) -> None:
     """Estimated rows per event-table partition: rows piling up in *_default stand out (statistics only)."""
+    try:
+        partitions_by_table = event_partitions(audit.ctx)
+    except ProbeError as exc:  # the checks above already recorded the reason as error findings
+        print(f"no plot: {exc}")
+        return
     rows = [
         (f"{table}: {p['partition'].removeprefix(table + '_')}", max(p["reltuples"], p["live_estimate"] or 0))
-        for table, partitions in event_partitions(audit.ctx).items()
+        for table, partitions in partitions_by_table.items()
         for p in partitions or []
     ]
     if not rows:

@@ -37,7 +37,7 @@ def served(ctx: AuditContext, tenant: str, surface: str) -> ProbeResponse:
 
 
 def _meta(response: ProbeResponse) -> dict[str, Any]:
-    body = response.json_or_none()
+    body = response.json() if response.status == 200 else response.json_or_none()  # a 200 that is not JSON: error
     meta = body.get("meta") if isinstance(body, dict) else None
     return meta if isinstance(meta, dict) else {}
 
@@ -199,7 +199,7 @@ def audit_route(ctx: AuditContext) -> Outcome:
             params={"limit": 5},
             headers={ctx.params.auth.tenant_header: tenant.id},
         )
-        body = response.json_or_none()
+        body = response.json() if response.status == 200 else response.json_or_none()
         entries = body.get("entries") if isinstance(body, dict) else None
         actions = sorted({e.get("action") for e in entries or [] if isinstance(e, dict)})
         rows.append({**response.evidence(), "entries": len(entries or []), "actions": ", ".join(actions) or "-"})

@@ -217,7 +217,7 @@ def _load_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigSourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # bad dates, deep nesting
         raise ConfigSourceError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
@@ -228,6 +228,8 @@ def _read_text(path: Path) -> str:
         raise ConfigSourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise ConfigSourceError(f"{path}: not a text file") from None
+    except ValueError as exc:  # e.g. an embedded NUL in the path
+        raise ConfigSourceError(f"{path!r}: cannot read ({exc})") from None
 
 
 def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
@@ -271,11 +273,15 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
                 view.deployment[key] = api[key]
         return
     services = data.get("services") or {}
+    if not isinstance(services, dict):
+        raise ConfigSourceError(f"{path}: services: expected a mapping of compose services")
     name = source.service or next(iter(services), None)
     service = services.get(name) if isinstance(services, dict) else None
     if not isinstance(service, dict):
         raise ConfigSourceError(f"{path}: services.{name}: no such compose service")
     env_files = service.get("env_file") or []
+    if not isinstance(env_files, str | list):
+        raise ConfigSourceError(f"{path}: services.{name}.env_file: expected a path or a list of paths")
     for env_file in [env_files] if isinstance(env_files, str) else env_files:
         entry = env_file if isinstance(env_file, dict) else {"path": env_file}
         env_path = path.parent / str(entry.get("path", ""))

@@ -43,7 +43,8 @@ class ReadOnlyDatabase:
                     ),
                 )
             except psycopg.Error as exc:
-                raise ProbeError(f"database connection failed: {_one_line(exc)}") from None
+                reason = _one_line(exc).removeprefix("connection failed: ")
+                raise ProbeError(f"database connection failed: {reason}") from None
         return self._conn
 
     def query(self, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 The scratch database named by ``restore_drill.scratch_dsn`` is the only place the kit ever writes. The dump runs with
 ``pg_dump`` (a read-only, repeatable-read snapshot; ``default_transaction_read_only=on`` is forced on top) and the
-restore with ``pg_restore --clean --if-exists --single-transaction --exit-on-error``. Passwords travel to the client
-programs in ``PGPASSWORD``, never on a command line. The comparison uses catalog queries on the audited side (schema
-objects, ``n_live_tup``/``reltuples`` estimates) and exact counts on the scratch side, which is the kit's own copy.
+restore with ``pg_restore --single-transaction --exit-on-error`` into the emptied scratch database. Passwords travel
+to the client programs in ``PGPASSWORD``, never on a command line. The comparison uses catalog queries on the audited
+side (schema objects, ``n_live_tup``/``reltuples`` estimates) and exact counts on the scratch side, the kit's own copy.
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
   AND n.nspname NOT LIKE 'pg_temp%'
 ORDER BY 1
+"""
+
+USER_SCHEMAS_SQL = """
+SELECT nspname FROM pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'
 """
 
 IDENTITY_SQL = """
@@ -183,10 +188,22 @@ class RestoreDrill:
         _run(command, env, self.timeout_s, "pg_dump of the audited database")
         return target
 
+    def empty_scratch(self) -> None:
+        """Drop every user schema of the scratch database, so a drill restores into a blank one every time.
+
+        (``pg_restore --clean`` cannot replay over a previous restore of partitioned tables: it would drop the
+        inherited constraints of the partitions first.)
+        """
+        with self._connect(self.scratch_dsn, False) as scratch:
+            for (schema,) in self._rows(scratch, USER_SCHEMAS_SQL):
+                scratch.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            scratch.execute("CREATE SCHEMA IF NOT EXISTS public")
+
     def restore(self, dump_path: Path) -> None:
+        self.empty_scratch()
         conninfo, env = _client_args(self.scratch_dsn.reveal())
         command = [
-            _binary("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
+            _binary("pg_restore"), "--single-transaction", "--exit-on-error",
             "--no-owner", "--no-privileges", "--no-password", f"--dbname={conninfo}", str(dump_path),
         ]  # fmt: skip
         _run(command, env, self.timeout_s, "pg_restore into the scratch database")
