@@ -285,6 +285,12 @@ class EnvironmentParams(Model):
 
 
 class Params(Model):
+    include: list[str] = Field(
+        default_factory=list,
+        description="params fragments (YAML) folded into this file before validation: mappings merge key by key "
+        "(this file wins), lists are concatenated; relative paths in a fragment resolve against this file. Meant "
+        "for facts that age, kept apart from a committed file (attestations, deployment timestamps).",
+    )
     environment: EnvironmentParams
     target: TargetParams
     auth: AuthParams = Field(default_factory=AuthParams)
@@ -361,6 +367,7 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(f"{path}{where}: not valid YAML — {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of fields at the top level, found {type(raw).__name__}")
+    raw = _with_includes(path, raw)
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:
@@ -380,6 +387,39 @@ def load_params(path: str | Path) -> Params:
     if problems:
         raise ParamsError("\n".join(problems))
     return params
+
+
+def _merged(base: Any, top: Any) -> Any:
+    if isinstance(base, dict) and isinstance(top, dict):
+        return {**base, **{key: _merged(base[key], value) if key in base else value for key, value in top.items()}}
+    if isinstance(base, list) and isinstance(top, list):
+        return [*base, *top]
+    return top
+
+
+def _with_includes(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its ``include`` fragments folded in (see :attr:`Params.include`); fragments include nothing."""
+    includes = raw.get("include") or []
+    if not isinstance(includes, list) or not all(isinstance(entry, str) for entry in includes):
+        raise ParamsError(f"{path}: include: expected a list of file paths — e.g. include: [attestations.yaml]")
+    merged: dict[str, Any] = {}
+    for entry in includes:
+        fragment_path = Path(entry).expanduser()
+        fragment_path = fragment_path if fragment_path.is_absolute() else path.parent / fragment_path
+        if not fragment_path.is_file():
+            raise ParamsError(f"{path}: include: {fragment_path} does not exist — create it or drop it from include")
+        try:
+            fragment = yaml.safe_load(fragment_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            problem = getattr(exc, "problem", exc)
+            raise ParamsError(f"{fragment_path} (included by {path}): not valid YAML — {problem}") from None
+        if not isinstance(fragment, dict) or "include" in fragment:
+            raise ParamsError(
+                f"{fragment_path} (included by {path}): expected a mapping of params fields without its own include"
+                " — list every fragment in the including file"
+            )
+        merged = _merged(merged, fragment)
+    return _merged(merged, raw)
 
 
 def attestation_for(params: Params, check_id: str) -> Attestation | None:

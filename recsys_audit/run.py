@@ -299,9 +299,18 @@ def _prepare(
     (run_dir / "notebooks").mkdir()
     (run_dir / "findings").mkdir()
     shutil.copyfile(params_path, run_dir / "params.yaml")
+    for number, fragment in enumerate(_included_fragments(params), start=1):
+        copies = run_dir / "params-include"
+        copies.mkdir(exist_ok=True)
+        shutil.copyfile(fragment, copies / f"{number:02d}-{fragment.name}")
     return _PreparedAudit(
         params, Path(params_path).resolve(), params.environment.name, run_dir, chosen, notebooks_dir, started_at
     )
+
+
+def _included_fragments(params: Params) -> list[Path]:
+    """The params fragments folded into the file (``include``): part of the run's record like the file itself."""
+    return [params.path(entry) for entry in params.include]
 
 
 def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
@@ -324,6 +333,10 @@ def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
         "target": audit.params.target.base_url,
         "params_file": str(audit.params_path),
         "params_sha256": hashlib.sha256(audit.params_path.read_bytes()).hexdigest(),
+        "params_includes": [
+            {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            for path in _included_fragments(audit.params)
+        ],
         "started_at": audit.started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "duration_s": round((finished_at - audit.started_at).total_seconds(), 3),

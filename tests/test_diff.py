@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_signoff import REVIEWER, build_run, write_params
 
-from recsys_audit.diff import diff_runs, fingerprint, previous_signed_run, since_last_audit_html
+from recsys_audit.diff import PROBLEM_STATUSES, diff_runs, fingerprint, previous_signed_run, since_last_audit_html
 from recsys_audit.report import render_report
-from recsys_audit.signoff import generate_key_pair, sign_run, verify_run
+from recsys_audit.signoff import generate_key_pair, read_run, sign_run, verify_run
 from recsys_audit.signoff_cli import main
 
 OLD = {
@@ -215,3 +215,62 @@ def test_real_runs_diff_sign_verify(real_runs: tuple[Path, Path, Path], capsys: 
     notebook.write_text(notebook.read_text().replace("replicas", "replicaz"))
     check = verify_run(first)
     assert not check.ok and check.problem.startswith("notebooks/00_healthy.ipynb: changed after signing")
+
+
+# --- acceptance: a defect switched on and off between audits of one live sandbox --------------------------------
+
+DIFF_SECTIONS = [1, 7]
+SWITCHED = ("cross-tenant-admin", "missing-meta")
+# the checks those two server switches break in sections 1 and 7 (missing-meta also leaves the exposure record of a
+# live request without its versions, so it can no longer be traced)
+BROKEN_BY_SWITCHES = {
+    "auth.cross-tenant-admin-refused",
+    "rollout.response-versions",
+    "rollout.config-etag-matches",
+    "rollout.request-traceable",
+}
+
+
+@pytest.mark.slow
+def test_switching_a_defect_on_and_off_shows_in_the_diff(tmp_path: Path) -> None:
+    from recsys_audit.run import run_audit
+    from recsys_audit.sandbox.harness import SandboxError, start_sandbox
+
+    instance = start_sandbox(tmp_path / "instances", "hardened", name="diff-live", prometheus=False)
+    try:
+        with pytest.raises(SandboxError, match="not a server switch"):
+            instance.restart_server(["archive-off"])
+
+        def audit() -> Path:
+            return run_audit(instance.params_path, sections=DIFF_SECTIONS, out_dir=tmp_path / "audits").run_dir
+
+        params_before = instance.params_path.read_bytes()
+        baseline = audit()
+        old_pid = instance.pids["service"]
+        instance.restart_server(SWITCHED)
+        assert instance.pids["service"] != old_pid and instance.defects == SWITCHED
+        assert "SANDBOX_DEFECTS=cross-tenant-admin,missing-meta" in instance.env_file.read_text()
+        broken = audit()
+        instance.restart_server([])
+        repaired = audit()
+        assert instance.params_path.read_bytes() == params_before  # same environment, same params
+    finally:
+        instance.stop()
+
+    baseline_problems = {f.id for f in read_run(baseline).findings if f.status in PROBLEM_STATUSES}
+    assert baseline_problems and not baseline_problems & BROKEN_BY_SWITCHES  # e.g. the cache-invalidation warning
+
+    switched_on = diff_runs(baseline, broken)
+    assert switched_on.env == "diff-live"
+    assert set(_ids(switched_on.new)) == BROKEN_BY_SWITCHES
+    assert {c.new_status for c in switched_on.new} == {"fail"}
+    assert switched_on.resolved == []
+    assert set(_ids(switched_on.persisting)) == baseline_problems
+    leak = next(c for c in switched_on.new if c.check == "auth.cross-tenant-admin-refused")
+    assert leak.fingerprint == fingerprint("diff-live", "auth.cross-tenant-admin-refused")
+
+    switched_off = diff_runs(broken, repaired)
+    assert set(_ids(switched_off.resolved)) == BROKEN_BY_SWITCHES
+    assert {c.new_status for c in switched_off.resolved} == {"pass"}
+    assert switched_off.new == []
+    assert set(_ids(switched_off.persisting)) == baseline_problems

@@ -86,6 +86,9 @@ def test_hardened_passes_every_check(audit_findings) -> None:
         assert [row["status"] for row in probe_rows(findings[cid])] == [401]
     viewer_put = probe_rows(findings["auth.rbac-viewer-write-denied"])
     assert {row["status"] for row in viewer_put} == {403}
+    # the operator authenticates with an API key: its explain requests pass authentication and meet RBAC (403, not 401)
+    explain = probe_rows(findings["auth.explain-admin-only"])
+    assert [row["status"] for row in explain if row["probe"].startswith("operator")] == [403, 403]
 
 
 @pytest.mark.slow
@@ -105,6 +108,7 @@ def test_cross_tenant_admin_hole_is_caught(audit_findings) -> None:
     [
         ("auth.dev-auth-disabled", Status.FAIL),
         ("auth.dev-headers-refused", Status.FAIL),
+        ("auth.tenant-header-alone-refused", Status.FAIL),
         ("auth.tenant-claim-required", Status.FAIL),
         ("auth.api-key-storage", Status.WARN),
         ("auth.production-mechanism", Status.FAIL),
@@ -119,6 +123,10 @@ def test_as_shipped_defaults_are_caught(audit_findings, check_id: str, expected:
     if check_id == "auth.dev-headers-refused":
         accepted = [row for row in probe_rows(finding) if row["verdict"] != "ok"]
         assert any(row["status"] == 200 and "recommend" in row["probe"] for row in accepted)
+    if check_id == "auth.tenant-header-alone-refused":  # a bare X-Org-Id was served as tenant demo
+        [row] = probe_rows(finding)
+        assert row["status"] == 200 and row["verdict"] != "ok" and "X-Org-Id" in row["probe"]
+        assert "tenant-header-only requests" in finding.summary
     if check_id == "auth.api-key-storage":
         assert any(row["verdict"] == "active, never expires" for row in finding.evidence["keys"])
         assert "key_hash" not in json.dumps(finding.evidence["keys"], default=str)

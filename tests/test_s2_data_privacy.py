@@ -74,6 +74,21 @@ def test_unhashed_pii_is_caught(audit_findings) -> None:
 
 
 @pytest.mark.slow
+def test_email_user_ids_logged_raw_are_caught_by_the_pii_scan(audit_findings) -> None:
+    # the warm-up traffic names some users by e-mail address: pii-unhashed logs them raw, a correct service hashes
+    finding = audit_findings("code-defects")["privacy.pii-scan"]
+    assert finding.status == Status.FAIL, finding.summary
+    files = next(row for row in finding.evidence["samples"] if row["source"] == "exposure log files")
+    assert files["email"] > 0 and files["scanned"] > 0
+    assert any(example.startswith("email in exposure log files: sh***om") for example in finding.evidence["examples"])
+    assert "@mail.example.com" not in json.dumps(finding.to_dict())
+    clean = audit_findings("hardened")["privacy.pii-scan"]
+    assert clean.status == Status.PASS, clean.summary
+    clean_files = next(row for row in clean.evidence["samples"] if row["source"] == "exposure log files")
+    assert clean_files["scanned"] > 0 and clean_files["email"] == 0
+
+
+@pytest.mark.slow
 def test_default_partition_rows_are_caught(audit_findings) -> None:
     finding = audit_findings("ops-defects")["privacy.default-partition-rows"]
     assert finding.status == Status.FAIL

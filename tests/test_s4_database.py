@@ -7,6 +7,7 @@ with the ops defects), plus a 10-million-row event table that every check must h
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 
 from recsys_audit.findings import Finding, Status
 from recsys_audit.notebook import SectionRun, open_section
@@ -117,6 +119,10 @@ def sandbox_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
             params[name] = _write_params(
                 folder, database.auditor_dsn, database.service_dsn, database.roles.service, env
             )
+            admin = {"conninfo": database.admin_conninfo, "owner": database.roles.owner}
+            (folder / "admin.json").write_text(json.dumps(admin), encoding="utf-8")
+            if name == "hardened":
+                (folder / "scratch.dsn").write_text(database.create_restore_scratch(), encoding="utf-8")
         yield params
     finally:
         for database in built:
@@ -166,35 +172,49 @@ def test_ops_defects_are_caught(sandbox_databases: dict[str, Path], tmp_path: Pa
 
 
 def test_restore_drill_on_the_sandbox_database(sandbox_databases: dict[str, Path], tmp_path: Path) -> None:
-    """The drill as the auditor role, into a scratch database in the same cluster."""
+    """A real drill as the auditor role (pg_read_all_data), into the scratch database the sandbox provides, on a
+    production target whose params allow it — including a partition created after every grant was given."""
     params_path = sandbox_databases["hardened"]
     folder = params_path.parent
+    admin = json.loads((folder / "admin.json").read_text())
+    with psycopg.connect(admin["conninfo"], autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(admin["owner"])))
+        conn.execute("SELECT ensure_monthly_partitions('interaction_events'::regclass, current_date + 365, 1)")
     document = yaml.safe_load(params_path.read_text())
-    auditor_dsn = (folder / "auditor.dsn").read_text()
-    scratch = f"drill_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.conninfo.make_conninfo(auditor_dsn, user="postgres", password="", host=str(folder / "pg" / "run"),
-                                           sslmode="disable")  # fmt: skip
-    if not (folder / "pg" / "run").exists():
-        pytest.skip("sandbox database runs on the shared server (no own cluster socket)")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{scratch}"')
-    scratch_dsn = psycopg.conninfo.make_conninfo(admin, dbname=scratch)
-    (tmp_path / "auditor.dsn").write_text(auditor_dsn)
-    (tmp_path / "scratch.dsn").write_text(scratch_dsn)
-    (tmp_path / "service.env").write_text((folder / "service.env").read_text())
-    document.update(
-        target={"base_url": "http://127.0.0.1:9", "production": False},
-        restore_drill={"enabled": True, "scratch_dsn": "file:scratch.dsn"},
-    )
+    for name in ("auditor.dsn", "scratch.dsn", "service.env"):
+        (tmp_path / name).write_text((folder / name).read_text())
+    document["restore_drill"] = {"enabled": True, "scratch_dsn": "file:scratch.dsn", "allow_production": True}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(document))
     audit = open_section(4, params_path=str(tmp_path / "params.yaml"), run_dir=str(tmp_path / "run"))
     finding = audit.evaluate(audit.section.checks["db.restore-tested"])
     audit.ctx.close()
-    if finding.status == Status.ERROR and "permission denied" in finding.summary:
-        pytest.xfail(f"auditor role cannot read every table for pg_dump: {finding.summary}")
     assert finding.status == Status.PASS, finding.summary
     assert finding.evidence["objects_audited"] == finding.evidence["objects_restored"] > 50
+    assert finding.evidence["measured_restore_s"] > 0 and finding.evidence["dump_bytes"] > 0
+    assert not finding.evidence["missing_after_restore"] and not finding.evidence["row_mismatches"]
+    restored = {row["table"]: row for row in finding.evidence["tables"]}
+    interactions = [row for name, row in restored.items() if name.startswith("public.interaction_events_")]
+    assert sum(row["restored_count"] for row in interactions) == 40  # RLS-forced rows all came back
+    assert str(finding.evidence["measured_restore_s"]) in finding.summary
+
+    # the same params without allow_production: a production target is not drilled
+    document["restore_drill"]["allow_production"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(document))
+    audit = open_section(4, params_path=str(tmp_path / "params.yaml"), run_dir=str(tmp_path / "run2"))
+    refused = audit.evaluate(audit.section.checks["db.restore-tested"])
+    audit.ctx.close()
+    assert refused.status == Status.MANUAL and "allow_production" in refused.summary
+
+
+@pytest.mark.slow
+def test_hardened_sandbox_audit_runs_a_real_restore_drill(audit_findings: Any) -> None:
+    finding = audit_findings("hardened")["db.restore-tested"]
+    assert finding.status == Status.PASS, finding.summary
+    assert finding.attestation is None  # measured by the drill, not attested
     assert finding.evidence["measured_restore_s"] > 0
+    assert finding.evidence["objects_audited"] == finding.evidence["objects_restored"] > 50
+    readers = audit_findings("hardened")["privacy.event-table-access"]
+    assert readers.status == Status.PASS and readers.evidence["auditor"] in readers.evidence["allowed"]
 
 
 # --- bounded on a 10-million-row event table -----------------------------------------------------------------------

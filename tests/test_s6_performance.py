@@ -10,7 +10,7 @@ import yaml
 
 from recsys_audit.checks.s6_performance import SECTION, go_duration_s
 from recsys_audit.context import AuditContext
-from recsys_audit.findings import Status
+from recsys_audit.findings import Finding, Status
 from recsys_audit.params import load_params
 
 HARDENED_PASS = [
@@ -126,3 +126,65 @@ def test_load_report_with_rate_limited_requests_fails_the_budget(tmp_path: Path)
 def test_disabled_cache_fails(tmp_path: Path) -> None:
     outcome = SECTION.checks["perf.cache-ttls"].function(config_context(tmp_path, "RECSYS_CONFIG_CACHE_TTL=0s\n"))
     assert outcome.status == Status.FAIL and "RECSYS_CONFIG_CACHE_TTL=0s disables the cache" in outcome.summary
+
+
+# --- provoking backpressure on live, non-production sandbox instances ------------------------------------------
+
+PROVOKE = {"load_test": {"allowed": True, "provoke_backpressure": True, "requests": 120, "max_seconds": 10}}
+SMALL_BACKPRESSURE = {
+    "RECSYS_BACKPRESSURE_MAX_INFLIGHT": "1",
+    "RECSYS_BACKPRESSURE_MAX_QUEUE": "1",
+    "RECSYS_BACKPRESSURE_WAIT_TIMEOUT": "5ms",
+    "RECSYS_BACKPRESSURE_RETRY_AFTER": "2s",
+    "SANDBOX_SERVICE_TIME_MS": "20",
+    "TENANT_RATE_LIMIT_CAPACITY": "1000",  # the tenant limiter (checked first) must not answer for backpressure
+}
+
+
+def provoke(tmp_path: Path, name: str, env_overrides: dict[str, str]) -> Finding:
+    from recsys_audit.notebook import open_section
+    from recsys_audit.sandbox.harness import start_sandbox
+
+    instance = start_sandbox(
+        tmp_path / "instances",
+        "as-shipped",  # a development instance: target.production is false
+        name=name,
+        prometheus=False,
+        env_overrides=env_overrides,
+        params_overrides=PROVOKE,
+    )
+    try:
+        assert load_params(instance.params_path).target.production is False
+        run = open_section(6, params_path=str(instance.params_path), run_dir=str(tmp_path / "run"))
+        try:
+            return run.evaluate(run.section.checks["perf.backpressure-provoked"])
+        finally:
+            run.ctx.close()
+    finally:
+        instance.stop()
+
+
+@pytest.mark.slow
+def test_small_backpressure_limits_shed_load_with_503_and_retry_after(tmp_path: Path) -> None:
+    finding = provoke(tmp_path, "perf-backpressure", SMALL_BACKPRESSURE)
+    assert finding.status == Status.PASS, finding.summary
+    evidence = finding.evidence
+    assert evidence["max_inflight"] == 1 and evidence["max_queue"] == 1 and evidence["concurrency"] == 16
+    assert set(evidence["status_codes"]) == {"200", "503"}, evidence["status_codes"]
+    assert evidence["status_codes"]["503"] > 0 and evidence["status_codes"]["200"] > 0
+    assert evidence["sent"] <= PROVOKE["load_test"]["requests"]
+    assert evidence["overload_replies"]
+    assert all(
+        r == {"status": 503, "code": "RECSYS_OVERLOADED", "retry_after": "2"} for r in evidence["overload_replies"]
+    )
+    assert f"{evidence['status_codes']['503']} request(s) shed" in finding.summary
+
+
+@pytest.mark.slow
+def test_backpressure_off_is_not_provoked(tmp_path: Path) -> None:
+    finding = provoke(
+        tmp_path, "perf-no-backpressure", {"SANDBOX_SERVICE_TIME_MS": "20", "TENANT_RATE_LIMIT_CAPACITY": "1000"}
+    )
+    assert finding.status == Status.WARN, finding.summary
+    assert finding.evidence["max_inflight"] == 0 and finding.evidence["status_codes"] == {"200": 120}
+    assert "backpressure not provoked" in finding.summary

@@ -177,10 +177,10 @@ def test_api_keys_are_hashed_with_the_service_secret(sandbox: Sandbox) -> None:
         "SELECT name, key_hash, expires_at - created_at <= interval '90 days', revoked_at IS NOT NULL,"
         " expires_at < now() FROM tenant_api_keys ORDER BY name",
     )
-    assert [k[0] for k in keys] == ["active-viewer", "expired-viewer", "revoked-viewer"]
+    assert [k[0] for k in keys] == ["active-operator", "active-viewer", "expired-viewer", "revoked-viewer"]
     assert dict((k[0], k[1]) for k in keys)["active-viewer"] == expected
     assert all(k[2] for k in keys)  # every expiry within the 90-day policy
-    assert [(k[3], k[4]) for k in keys] == [(False, False), (False, True), (True, False)]
+    assert [(k[3], k[4]) for k in keys] == [(False, False), (False, False), (False, True), (True, False)]
 
     shipped = sandbox("as-shipped")
     assert shipped.env["API_KEY_HASH_SECRET"] == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -11,9 +12,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from recsys_audit.params import load_params
-from recsys_audit.sandbox.harness import pid_alive, read_state
+from recsys_audit.params import ParamsError, load_params
+from recsys_audit.sandbox.harness import (
+    DATED_DEPLOYMENT_FIELDS,
+    LOCAL_PARAMS_HEADER,
+    local_params_document,
+    pid_alive,
+    read_state,
+    stable_params_document,
+    write_params,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLI = [sys.executable, "-m", "recsys_audit.cli", "sandbox"]
 
@@ -124,3 +136,66 @@ def test_instance_object(sandbox) -> None:  # type: ignore[no-untyped-def]
     assert response.status_code == 200 and response.json()["items"]
     requests_log = (instance.directory / "logs" / "requests.jsonl").read_text()
     assert requests_log.count('"/v1/recommend"') >= 12  # the warm-up traffic
+
+
+# --- the committed params/local.yaml never changes; what ages comes from the instance ----------------------------
+
+
+def test_committed_local_params_are_stable(tmp_path: Path) -> None:
+    regenerated = tmp_path / "local.yaml"
+    write_params(regenerated, local_params_document(ROOT), LOCAL_PARAMS_HEADER)
+    committed = (ROOT / "params" / "local.yaml").read_text(encoding="utf-8")
+    assert regenerated.read_text(encoding="utf-8") == committed  # regenerating it today gives the same bytes
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", committed)  # nothing in it ages
+    document = yaml.safe_load(committed)
+    assert document["include"] == ["../.sandbox/local/dated-facts.yaml"]
+    assert "attestations" not in document and not set(DATED_DEPLOYMENT_FIELDS) & set(document["deployment"])
+    assert document["restore_drill"]["scratch_dsn"] == "file:../.sandbox/local/secrets/restore-scratch.dsn"
+    assert "# The sandbox is production-like" in committed  # why the drill may run on a production target
+
+
+def test_stable_params_plus_dated_facts_equal_the_instance_params(sandbox) -> None:  # type: ignore[no-untyped-def]
+    instance = sandbox("hardened")
+    stable_path = instance.directory / "stable-params.yaml"
+    document = stable_params_document(
+        instance.directory,
+        instance.directory,
+        name=instance.name,
+        ports=instance.ports,
+        prometheus_url=instance.prometheus_url,
+    )
+    write_params(stable_path, document, "# the stable form of this instance's params\n")
+    try:
+        combined, generated = load_params(stable_path), load_params(instance.params_path)
+    finally:
+        stable_path.unlink()
+    assert combined.include == ["dated-facts.yaml"] and not generated.include
+    operator = generated.auth.credentials.operator
+    assert operator is not None and operator.bearer is None and operator.api_key is not None  # the API-key path
+    assert combined.attestations and combined.attestations == generated.attestations
+    assert combined.deployment.last_backup_at is not None
+    assert combined.deployment.last_backup_at == generated.deployment.last_backup_at
+    assert combined.model_dump(exclude={"include", "source"}) == generated.model_dump(exclude={"include", "source"})
+
+
+def test_include_problems_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(
+        "include: [facts.yaml]\nenvironment: {name: x}\ntarget: {base_url: 'http://127.0.0.1:9'}\n"
+        "tenants: [{id: demo, surfaces: [home]}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ParamsError) as missing:
+        load_params(tmp_path / "params.yaml")
+    assert "include" in str(missing.value) and "facts.yaml does not exist" in str(missing.value)
+    assert "\n" not in str(missing.value)
+    (tmp_path / "facts.yaml").write_text("include: [more.yaml]\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match="without its own include"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "facts.yaml").write_text(
+        "attestations: [{check: runbook.diagnostics, by: R, date: 2026-01-02, evidence_url: 'https://w/e'}]\n"
+        "target: {timeout_s: 9, base_url: 'http://ignored'}\n",
+        encoding="utf-8",
+    )
+    params = load_params(tmp_path / "params.yaml")
+    assert [a.check for a in params.attestations] == ["runbook.diagnostics"]
+    assert params.target.timeout_s == 9 and params.target.base_url == "http://127.0.0.1:9"  # the file itself wins

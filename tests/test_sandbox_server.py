@@ -451,6 +451,8 @@ def test_hardened_rejects_bad_tokens_without_code(hardened: Server, identity: Sa
         assert_problem(client.post("/v1/recommend", json=RECOMMEND), 401, "RECSYS_AUTH_REQUIRED")
         dev = {"X-Dev-User-Id": "dev", "X-Dev-Org-Id": "demo"}
         assert_problem(client.post("/v1/recommend", json=RECOMMEND, headers=dev), 401, "RECSYS_AUTH_REQUIRED")
+        header_only = client.post("/v1/recommend", json=RECOMMEND, headers={"X-Org-Id": "demo"})
+        assert_problem(header_only, 401, "RECSYS_AUTH_REQUIRED")  # no dev auth: a tenant header is no identity
 
 
 def test_hardened_api_keys(hardened: Server, database: SeededDatabase) -> None:
@@ -733,7 +735,14 @@ def test_as_shipped_dev_headers_and_db_only_serving(as_shipped: Server) -> None:
         tenant_only = client.post("/v1/recommend", json=RECOMMEND, headers={"X-Dev-Org-Id": "demo"})
         assert tenant_only.status_code == 200  # a tenant header alone is an auth context
         header_only = client.post("/v1/recommend", json=RECOMMEND, headers={"X-Org-Id": "demo"})
-        assert_problem(header_only, 401, "RECSYS_AUTH_REQUIRED")
+        assert header_only.status_code == 200  # so is the plain tenant header: it also picks the tenant
+        assert header_only.json()["meta"]["tenant_id"] == "demo"
+        assert_problem(client.post("/v1/recommend", json=RECOMMEND), 401, "RECSYS_AUTH_REQUIRED")
+        several = client.post("/v1/recommend", json=RECOMMEND, headers={"X-Org-Id": "demo,beta"})
+        assert_problem(several, 403, "RECSYS_TENANT_SCOPE_INVALID")
+        assert_problem(
+            client.get("/v1/admin/tenants/demo/config", headers={"X-Org-Id": "demo"}), 403, "RECSYS_FORBIDDEN"
+        )
         user_only = client.post("/v1/recommend", json=RECOMMEND, headers={"X-Dev-User-Id": "dev-2", "X-Org-Id": "beta"})
         assert user_only.status_code == 200 and user_only.json()["meta"]["tenant_id"] == "beta"
         assert_problem(client.get("/v1/admin/tenants/demo/config", headers=dev), 403, "RECSYS_FORBIDDEN")

@@ -1,8 +1,9 @@
 """``recsys-audit sandbox up | down | status``: run the stand-in recsys-service for the demo and the tests.
 
 The default instance (``sandbox up``) is ``local`` in ``.sandbox/local/`` on fixed ports (service 18080, JWKS 18443,
-Prometheus 19090, PostgreSQL 15433), which the committed ``params/local.yaml`` points at. Processes are tracked in
-the instance's ``state.json`` and stopped by PID.
+Prometheus 19090, PostgreSQL 15433), which the committed ``params/local.yaml`` points at; ``up`` never rewrites that
+file (what ages lives in ``.sandbox/local/dated-facts.yaml``). Processes are tracked in the instance's ``state.json``
+and stopped by PID.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from recsys_audit.sandbox import defects as defect_registry
 from recsys_audit.sandbox.harness import (
     DEFAULT_NAME,
     DEFAULT_PORTS,
-    LOCAL_PARAMS_HEADER,
     SandboxError,
     instance_status,
     start_sandbox,
     stop_instance,
-    write_local_params,
 )
 
 DEFAULT_DIR = Path(".sandbox")
@@ -108,12 +107,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  prometheus  {instance.prometheus_url or '(not running)'}")
     print(f"  database    {_mask_dsn(instance.dsn)}  (auditor; password in secrets/auditor.dsn)")
     print(f"  params      {instance.params_path}")
-    if _is_default_instance(args):
-        local = Path("params") / f"{DEFAULT_NAME}.yaml"
-        if local.is_file() and local.read_text(encoding="utf-8").startswith(LOCAL_PARAMS_HEADER[:40]):
-            write_local_params(Path.cwd())  # fresh dates for the committed demo params
-            print(f"  refreshed   {local}")
-    print(f"run the audit:  recsys-audit run {instance.params_path}")
+    local = Path("params") / f"{DEFAULT_NAME}.yaml"
+    run_target = DEFAULT_NAME if _is_default_instance(args) and local.is_file() else instance.params_path
+    print(f"run the audit:  recsys-audit run {run_target}")
     print(f"stop it:        recsys-audit sandbox down --name {instance.name} --dir {args.dir}")
     return 0
 

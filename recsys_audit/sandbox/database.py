@@ -147,6 +147,9 @@ def _has_statement(text: str) -> bool:
 # --- what a profile asks of the database --------------------------------------------------------------------------
 
 
+SCRATCH_SUFFIX = "_restore_drill"
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     tls: bool = True
@@ -163,10 +166,11 @@ class RoleNames:
     owner: str = "recsys_owner"
     service: str = "recsys_app"
     auditor: str = "recsys_auditor"
+    restore: str = "recsys_restore"  # owns the restore-drill scratch database (when there is one)
 
     @classmethod
     def suffixed(cls, tag: str) -> RoleNames:
-        return cls(f"recsys_owner_{tag}", f"recsys_app_{tag}", f"recsys_auditor_{tag}")
+        return cls(f"recsys_owner_{tag}", f"recsys_app_{tag}", f"recsys_auditor_{tag}", f"recsys_restore_{tag}")
 
 
 # --- the cluster -------------------------------------------------------------------------------------------------
@@ -394,17 +398,53 @@ class SandboxDatabase:
     def auditor_dsn(self) -> str:
         return self.dsn(self.roles.auditor)
 
+    @property
+    def scratch_dbname(self) -> str:
+        return f"{self.dbname}{SCRATCH_SUFFIX}"
+
+    @property
+    def server_conninfo(self) -> str:
+        """Superuser connection to the server's maintenance database (to create or drop databases and roles)."""
+        return self.cluster.admin_conninfo() if self.cluster is not None else self.server_admin_conninfo
+
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.admin_conninfo, autocommit=True, connect_timeout=10, **kwargs)
 
     def drop(self) -> None:
-        """Shared mode: drop the instance's database and roles (cluster mode: the cluster goes with the instance)."""
+        """Shared mode: drop the instance's databases and roles (cluster mode: the cluster goes with the instance)."""
         if self.mode != "shared":
             return
         with psycopg.connect(self.server_admin_conninfo, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.dbname)))
-            for role in (self.roles.auditor, self.roles.service, self.roles.owner):
+            for dbname in (self.dbname, self.scratch_dbname):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            for role in (self.roles.auditor, self.roles.service, self.roles.owner, self.roles.restore):
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+    def create_restore_scratch(self) -> str:
+        """An empty scratch database for the audit's restore drill; returns its DSN.
+
+        Its owner ``roles.restore`` may create the restored objects (pgcrypto is a trusted extension) and has
+        BYPASSRLS but no superuser: the restored tenant tables keep FORCE ROW LEVEL SECURITY, and the drill must
+        count their rows to compare them with the audited database."""
+        role, dbname = self.roles.restore, self.scratch_dbname
+        self.passwords[role] = secrets.token_urlsafe(24)
+        with psycopg.connect(self.server_conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(self.passwords[role])
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                    sql.Identifier(dbname), sql.Identifier(role)
+                )
+            )
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
+            )
+        query = "?sslmode=require" if self.tls else ""
+        return f"postgresql://{role}:{self.passwords[role]}@{self.host}:{self.port}/{dbname}{query}"
 
 
 def create_database(
@@ -485,7 +525,11 @@ def _create_roles_and_database(server_conninfo: str, database: SandboxDatabase, 
                     sql.Identifier(role), attributes, sql.Literal(database.passwords[role])
                 )
             )
-        conn.execute(sql.SQL("GRANT pg_monitor, pg_read_all_stats TO {}").format(sql.Identifier(roles.auditor)))
+        # pg_read_all_data: SELECT on every table and sequence, also those created later (monthly partitions), which
+        # is what pg_dump needs for the restore drill; row-level security still applies (policy audit_read).
+        conn.execute(
+            sql.SQL("GRANT pg_monitor, pg_read_all_stats, pg_read_all_data TO {}").format(sql.Identifier(roles.auditor))
+        )
         conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
                 sql.Identifier(database.dbname), sql.Identifier(owner)

@@ -8,6 +8,7 @@ every process it started, by PID.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -55,7 +56,6 @@ ATTESTED_CHECKS = (
     "privacy.salt-rotation-attested",
     "privacy.pii-stance-documented",
     "db.migration-preflight-ci",
-    "db.restore-tested",
     "db.schema-rollback-documented",
     "runbook.service-not-ready",
     "runbook.empty-recs",
@@ -106,6 +106,10 @@ class SandboxInstance:
 
     def stop(self) -> None:
         stop_instance(self.directory, self._processes)
+
+    def restart_server(self, defects: Sequence[str] = ()) -> None:
+        """Restart only the HTTP server with these code-level defect switches (see :func:`restart_server`)."""
+        restart_server(self, defects)
 
 
 # --- ports, processes, state --------------------------------------------------------------------------------------
@@ -218,7 +222,9 @@ def _drop_shared_database(info: Mapping[str, Any]) -> None:
 
     try:
         with psycopg.connect(info["server_admin"], autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(info["dbname"])))
+            for dbname in (info["dbname"], info.get("scratch_dbname")):
+                if dbname:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
             for role in info["roles"]:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     except psycopg.Error:
@@ -287,6 +293,7 @@ def build_params(
     prometheus_url: str | None,
     service_role: str,
     base: Path,
+    auditor_role: str = "recsys_auditor",
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The params document for an instance; every path is relative to ``base`` (where the params file lives)."""
@@ -317,6 +324,8 @@ def build_params(
             "allow_signing_in_production": True,
         }
         auth["credentials"] = {role: {"bearer": ref(f"secrets/{role}.jwt")} for role in TOKEN_ROLES_IN_PARAMS}
+        if hardened and _flag(env, "API_KEY_ENABLED"):  # the operator is an integration: it holds an API key
+            auth["credentials"]["operator"] = {"api_key": ref(f"secrets/api-key-{OPERATOR_API_KEY}.key")}
         auth["other_tenant"] = {"tenant": OTHER_TENANT, "credential": {"bearer": ref("secrets/other_tenant.jwt")}}
     elif dev_auth:
         auth["credentials"] = {
@@ -358,7 +367,11 @@ def build_params(
             "job": prometheus.JOB,
             "rules_files": [_rel(directory / "prometheus" / "rules" / prometheus.RULES_FILE, base)],
         },
-        "database": {"dsn": ref("secrets/auditor.dsn"), "service_role": service_role},
+        "database": {
+            "dsn": ref("secrets/auditor.dsn"),
+            "service_role": service_role,
+            "allowed_event_readers": [auditor_role],  # the audit reads event rows by design (privacy sample)
+        },
         "manifests": {
             "template": f"file://{_rel(directory / 'registry' / 'current', base)}/{{tenant}}/{{surface}}/manifest.json",
         },
@@ -402,6 +415,11 @@ def build_params(
         if "archive-off" in defects:  # WAL archiving is the backup the params name: without it there is none
             for key in ("backup_tool", "last_backup_at"):
                 params["deployment"].pop(key)
+        params["restore_drill"] = {
+            "enabled": True,
+            "scratch_dsn": ref("secrets/restore-scratch.dsn"),
+            "allow_production": True,
+        }
         attested_on = (now - dt.timedelta(days=20)).date().isoformat()
         params["attestations"] = [
             {"check": check, "by": "Dana Reviewer", "date": attested_on, "evidence_url": f"{DOCS_URL}/evidence/{check}"}
@@ -411,14 +429,27 @@ def build_params(
 
 
 TOKEN_ROLES_IN_PARAMS = ("viewer", "operator", "admin", "no_role")
+OPERATOR_API_KEY = "active-operator"  # seeded for hardened instances (seed.SeedOptions.operator_key)
 
 
 def _dev_headers(user: str, tenant: str) -> dict[str, str]:
     return {"X-Dev-User-Id": user, "X-Dev-Org-Id": tenant}
 
 
+# Comments written above top-level params fields: why a value is what it is.
+PARAMS_COMMENTS = {
+    "restore_drill": "The sandbox is production-like (target.production: true, judged by production rules) but holds\n"
+    "only synthetic data, and its scratch database sits beside the instance database: the drill is\n"
+    "allowed here. On a real production system, drill against a replica or a restored backup instead.",
+}
+
+
 def write_params(path: Path, params: Mapping[str, Any], header: str) -> None:
-    path.write_text(header + yaml.safe_dump(dict(params), sort_keys=False, width=120), encoding="utf-8")
+    text = yaml.safe_dump(dict(params), sort_keys=False, width=120)
+    for key, comment in PARAMS_COMMENTS.items():
+        block = "".join(f"# {line}\n" for line in comment.splitlines())
+        text = text.replace(f"\n{key}:", f"\n{block}{key}:", 1)
+    path.write_text(header + text, encoding="utf-8")
 
 
 # --- traffic -------------------------------------------------------------------------------------------------------
@@ -429,6 +460,12 @@ def _credential_headers(env: Mapping[str, str], directory: Path, tenant: str) ->
         role = "viewer" if tenant == AUDITED_TENANT else "other_tenant"
         return {"Authorization": "Bearer " + (directory / "secrets" / f"{role}.jwt").read_text().strip()}
     return _dev_headers("sandbox-warmup", tenant)
+
+
+def warm_up_user_id(i: int) -> str:
+    """Every other warm-up request names its user by e-mail address, as some client apps do: the service must hash
+    it before logging (the ``pii-unhashed`` defect writes it raw)."""
+    return f"shopper{i}@mail.example.com" if i % 2 else f"warmup-user-{i}"
 
 
 def warm_up(base_url: str, env: Mapping[str, str], directory: Path, requests_per_surface: int = 4) -> int:
@@ -442,7 +479,7 @@ def warm_up(base_url: str, env: Mapping[str, str], directory: Path, requests_per
                     body = {
                         "surface": surface,
                         "k": 5,
-                        "user": {"user_id": f"warmup-user-{i}", "session_id": f"warmup-session-{i}"},
+                        "user": {"user_id": warm_up_user_id(i), "session_id": f"warmup-session-{i}"},
                         "options": {},
                     }
                     client.post("/v1/recommend", json=body, headers=headers)
@@ -493,9 +530,14 @@ def start_sandbox(
     prometheus: bool = True,
     rows: int = 0,
     name: str | None = None,
+    env_overrides: Mapping[str, str] | None = None,
+    params_overrides: Mapping[str, Any] | None = None,
     log: Log = _quiet,
 ) -> SandboxInstance:
-    """Start one instance under ``directory/<name>`` and return it once the service is ready and warmed up."""
+    """Start one instance under ``directory/<name>`` and return it once the service is ready and warmed up.
+
+    ``env_overrides`` are appended to the service env after the defect switches (later lines win);
+    ``params_overrides`` are merged into the generated params (mappings key by key, other values replaced)."""
     active = defect_registry.validate(profile, defects)
     name = name or DEFAULT_NAME
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -522,7 +564,19 @@ def start_sandbox(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         instance = _start(
-            instance_dir, profile, active, chosen_ports, prometheus, rows, name, state, processes, timings, log
+            instance_dir,
+            profile,
+            active,
+            chosen_ports,
+            prometheus,
+            rows,
+            name,
+            state,
+            processes,
+            timings,
+            log,
+            dict(env_overrides or {}),
+            dict(params_overrides or {}),
         )
     except BaseException as exc:
         stop_instance(instance_dir, processes)
@@ -563,6 +617,8 @@ def _start(
     processes: dict[str, subprocess.Popen[bytes]],
     timings: dict[str, float],
     log: Log,
+    env_overrides: dict[str, str],
+    params_overrides: dict[str, Any],
 ) -> SandboxInstance:
     mark = time.perf_counter()
 
@@ -606,7 +662,7 @@ def _start(
     env_text = render_env(
         PROFILES_DIR / f"{profile}.env",
         _placeholders(instance_dir, ports, database, identity),
-        _wiring(instance_dir, ports, identity, active),
+        _wiring(instance_dir, ports, identity, active) | env_overrides,
     )
     env_file = instance_dir / "service.env"
     env_file.write_text(env_text, encoding="utf-8")
@@ -621,6 +677,7 @@ def _start(
         pii_unhashed="pii-unhashed" in active,
         stale_signals="stale-signals" in active,
         long_lived_key=profile != "hardened",
+        operator_key=profile == "hardened",
         **({"exposure_rows": rows, "interaction_rows": rows * 2} if rows else {}),
     )
     with database.connect() as conn:
@@ -628,6 +685,8 @@ def _start(
     for key_name, raw in seeded.api_keys.items():
         _write_secret(instance_dir / "secrets" / f"api-key-{key_name}.key", raw)
     finish_database(database, db_settings)
+    if profile == "hardened":  # a careful operator drills restores: a scratch database for the audit's drill
+        _write_secret(instance_dir / "secrets" / "restore-scratch.dsn", database.create_restore_scratch())
     lap("seed")
 
     write_registry(
@@ -645,21 +704,7 @@ def _start(
         identity.mint_role_tokens(env.get("JWT_ISSUER", ""), env.get("JWT_AUDIENCE", ""))
     lap("files")
 
-    service_log = instance_dir / "logs" / "service.log"
-    with service_log.open("ab") as output:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "recsys_audit.sandbox.server"],
-            env=_service_environment(env),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=instance_dir,
-            start_new_session=True,
-        )
-    processes["service"] = service
-    state["processes"]["service"] = {"pid": service.pid, "marker": "recsys_audit.sandbox.server"}
-    _write_state(instance_dir, state)
-    _wait_ready(base_url, service, service_log)
+    _start_service(instance_dir, env, base_url, state, processes)
     lap("service")
 
     warm_up(base_url, env, instance_dir)
@@ -677,11 +722,15 @@ def _start(
         env=env,
         prometheus_url=prometheus_url,
         service_role=database.roles.service,
+        auditor_role=database.roles.auditor,
         base=instance_dir,
     )
+    params = _merged_params(params, params_overrides)
     params_path = instance_dir / "params.yaml"
     header = f"# params of sandbox instance '{name}' ({profile}{' + ' + ', '.join(active) if active else ''})\n"
     write_params(params_path, params, header)
+    _, dated = split_dated_facts(params)
+    write_params(instance_dir / DATED_FACTS_FILE, dated, f"# facts of sandbox instance '{name}' that age\n")
     _check_params(params_path)
     return SandboxInstance(
         name=name,
@@ -701,6 +750,80 @@ def _start(
         | ({"postgres": database.cluster.pid} if database.cluster and database.cluster.pid else {}),
         _processes=processes,
     )
+
+
+SERVICE_MARKER = "recsys_audit.sandbox.server"
+
+
+def _start_service(
+    instance_dir: Path,
+    env: Mapping[str, str],
+    base_url: str,
+    state: dict[str, Any],
+    processes: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    """Start the HTTP server with ``env``, record it in ``state.json`` and wait until ``/readyz`` answers."""
+    service_log = instance_dir / "logs" / "service.log"
+    with service_log.open("ab") as output:
+        service = subprocess.Popen(
+            [sys.executable, "-m", SERVICE_MARKER],
+            env=_service_environment(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=instance_dir,
+            start_new_session=True,
+        )
+    processes["service"] = service
+    state["processes"]["service"] = {"pid": service.pid, "marker": SERVICE_MARKER}
+    _write_state(instance_dir, state)
+    _wait_ready(base_url, service, service_log)
+
+
+def _with_env_line(text: str, name: str, value: str) -> str:
+    """``text`` (an env file) with the last ``NAME=`` line set to ``value`` (appended when there is none)."""
+    lines = text.rstrip("\n").splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(f"{name}="):
+            lines[index] = f"{name}={value}"
+            break
+    else:
+        lines.append(f"{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def restart_server(instance: SandboxInstance, server_defects: Sequence[str]) -> None:
+    """Restart only the instance's HTTP server with another set of code-level defect switches (layer ``server``).
+
+    Database, files, Prometheus, environment name and params stay as they are; ``service.env`` changes in its
+    ``SANDBOX_DEFECTS`` line only. Like the real service, the restarted server starts a new file-audit hash chain."""
+    not_server = sorted(name for name in server_defects if defect_registry.DEFECTS[name].layer != "server")
+    if not_server:
+        raise SandboxError(f"defect '{not_server[0]}' is not a server switch: only those change with a restart")
+    kept = [name for name in instance.defects if defect_registry.DEFECTS[name].layer != "server"]
+    active = defect_registry.validate(instance.profile, [*kept, *server_defects])
+    state = read_state(instance.directory)
+    if state is None:
+        raise SandboxError(f"{instance.directory}: no {STATE_FILE} — is the instance running?")
+    info = state["processes"]["service"]
+    _terminate(info["pid"], info["marker"], instance._processes.get("service"))
+    switches = ",".join(defect_registry.server_switches(active))
+    instance.env_file.write_text(
+        _with_env_line(instance.env_file.read_text(encoding="utf-8"), "SANDBOX_DEFECTS", switches), encoding="utf-8"
+    )
+    state["defects"] = list(active)
+    _start_service(instance.directory, instance.env, instance.base_url, state, instance._processes)
+    instance.defects = active
+    instance.pids["service"] = instance._processes["service"].pid
+
+
+def _merged_params(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        merged[key] = _merged_params(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def _placeholders(
@@ -744,7 +867,7 @@ def _write_secret(path: Path, value: str) -> None:
 
 
 def _database_state(database: SandboxDatabase) -> dict[str, Any]:
-    roles = [database.roles.owner, database.roles.service, database.roles.auditor]
+    roles = [database.roles.owner, database.roles.service, database.roles.auditor, database.roles.restore]
     if database.cluster is not None:
         cluster = database.cluster
         return {
@@ -756,7 +879,13 @@ def _database_state(database: SandboxDatabase) -> dict[str, Any]:
             "port": cluster.port,
             "roles": roles,
         }
-    return {"mode": "shared", "dbname": database.dbname, "server_admin": database.server_admin_conninfo, "roles": roles}
+    return {
+        "mode": "shared",
+        "dbname": database.dbname,
+        "scratch_dbname": database.scratch_dbname,
+        "server_admin": database.server_admin_conninfo,
+        "roles": roles,
+    }
 
 
 def _check_params(path: Path) -> None:
@@ -768,35 +897,67 @@ def _check_params(path: Path) -> None:
         raise SandboxError(f"generated params do not validate: {str(exc).splitlines()[0]}") from None
 
 
-def local_params_document(repo_root: Path, now: dt.datetime | None = None) -> dict[str, Any]:
-    """What ``sandbox up`` writes for the default instance, with paths relative to ``<repo>/params/`` — the content
-    of the committed ``params/local.yaml``."""
-    directory = repo_root / ".sandbox" / DEFAULT_NAME
+DATED_FACTS_FILE = "dated-facts.yaml"
+DATED_DEPLOYMENT_FIELDS = ("pipelines_last_success", "last_backup_at")
+
+
+def split_dated_facts(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params without the fields that age (deployment timestamps, attestations), and those fields as a fragment
+    for ``include``."""
+    stable = copy.deepcopy(dict(params))
+    dated: dict[str, Any] = {}
+    deployment = stable.get("deployment", {})
+    moved = {key: deployment.pop(key) for key in DATED_DEPLOYMENT_FIELDS if key in deployment}
+    if moved:
+        dated["deployment"] = moved
+    if "attestations" in stable:
+        dated["attestations"] = stable.pop("attestations")
+    return stable, dated
+
+
+def stable_params_document(
+    directory: Path,
+    base: Path,
+    *,
+    name: str = DEFAULT_NAME,
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    prometheus_url: str | None = None,
+) -> dict[str, Any]:
+    """The params of a hardened instance in ``directory`` without anything that ages: the dated facts come from the
+    instance's ``dated-facts.yaml`` (``include``), which every start rewrites. Paths are relative to ``base``."""
     values = {
-        "API_ADDR": f"127.0.0.1:{DEFAULT_PORTS['service']}",
-        "JWKS_URL": f"https://127.0.0.1:{DEFAULT_PORTS['jwks']}/.well-known/jwks.json",
+        "API_ADDR": f"127.0.0.1:{ports['service']}",
+        "JWKS_URL": f"https://127.0.0.1:{ports['jwks']}/.well-known/jwks.json",
         "LOG_DIR": str(directory / "logs"),
         "REGISTRY_DIR": str(directory / "registry"),
         "INSTANCE_DIR": str(directory),
     }
     template = (PROFILES_DIR / "hardened.env").read_text(encoding="utf-8")
     env = parse_env_file(_PLACEHOLDER.sub(lambda m: values.get(m.group(1), "x"), template))
-    return build_params(
-        name=DEFAULT_NAME,
+    params = build_params(
+        name=name,
         directory=directory,
         profile="hardened",
         defects=(),
-        ports=DEFAULT_PORTS,
+        ports=ports,
         env=env,
-        prometheus_url=f"http://127.0.0.1:{DEFAULT_PORTS['prometheus']}",
+        prometheus_url=prometheus_url or f"http://127.0.0.1:{ports['prometheus']}",
         service_role="recsys_app",
-        base=repo_root / "params",
-        now=now,
+        base=base,
     )
+    stable, _ = split_dated_facts(params)
+    return {"include": [_rel(directory / DATED_FACTS_FILE, base)], **stable}
+
+
+def local_params_document(repo_root: Path) -> dict[str, Any]:
+    """The content of the committed ``params/local.yaml``: the default instance, paths relative to ``params/``."""
+    return stable_params_document(repo_root / ".sandbox" / DEFAULT_NAME, repo_root / "params")
 
 
 LOCAL_PARAMS_HEADER = """# params of the local sandbox (`recsys-audit sandbox up`): the hardened profile on fixed ports.
-# Start it first; the secrets below are files that `sandbox up` writes under .sandbox/local/secrets/.
+# Start it first; the secrets below are files that `sandbox up` writes under .sandbox/local/secrets/, and the facts
+# that age (last pipeline success, last backup, attestations) come from .sandbox/local/dated-facts.yaml, which every
+# `sandbox up` rewrites — this file itself never changes.
 # Regenerate: python -c "from recsys_audit.sandbox.harness import write_local_params; write_local_params()"
 """
 

@@ -39,6 +39,7 @@ class SeedOptions:
     pii_unhashed: bool = False  # user_key holds the raw e-mail address
     stale_signals: bool = False  # signal rows are weeks old
     long_lived_key: bool = False  # an active API key with no expiry, older than 90 days
+    operator_key: bool = False  # an active, expiring operator key (the audit's operator credential, hardened)
     exposure_rows: int = DEFAULT_EXPOSURE_ROWS
     interaction_rows: int = DEFAULT_INTERACTION_ROWS
 
@@ -197,6 +198,8 @@ def _seed_api_keys(conn: psycopg.Connection[Any], tenant_id: str, options: SeedO
     }
     if options.long_lived_key:
         keys["legacy-integration"] = (["operator"], 200, None, None)
+    if options.operator_key:
+        keys["active-operator"] = (["operator"], 5, 60, None)
     for name, (roles, created_days, expires_days, revoked_days) in keys.items():
         raw = "rsk_" + secrets.token_urlsafe(24)
         result.api_keys[name] = raw
