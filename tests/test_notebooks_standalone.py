@@ -1,0 +1,32 @@
+"""A section notebook runs as it is, as in JupyterLab: no injected parameters, params/local.yaml found from the cwd."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import papermill
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_section_notebook_runs_without_the_runner(sandbox: Callable, tmp_path: Path) -> None:
+    instance = sandbox("hardened")
+    # a working folder laid out like the kit: params/local.yaml (here: the hardened instance's params)
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "local.yaml").symlink_to(instance.params_path)
+    executed = tmp_path / "00_serving_mode.out.ipynb"
+
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "00_serving_mode.ipynb"), str(executed), cwd=str(tmp_path), progress_bar=False
+    )
+
+    notebook = nbformat.read(executed, as_version=4)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [output for output in outputs if output.output_type == "error"]
+    shown = "\n".join(str(output.get("data", {}).get("text/html", "")) for output in outputs)
+    assert re.search(r'id="finding-serving\.live-recommend"><p><span class="ra-badge ra-pass"', shown), shown[:500]
+    # the default run directory is a fresh temporary folder, not the kit's audits/
+    assert not (tmp_path / "audits").exists()
