@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys_audit.display import badge
+from recsys_audit.display import STATUS_COLOURS, TABLE_OPEN, badge
 from recsys_audit.findings import Status
 from recsys_audit.signoff import (
     FINDINGS_FILE,
@@ -21,6 +21,7 @@ from recsys_audit.signoff import (
     SignoffError,
     key_fingerprint,
     load_public_key,
+    read_record,
     read_run,
     verify_run,
 )
@@ -46,6 +47,15 @@ def _trusted_fingerprints(keys: list[Path]) -> dict[str, Path]:
     return {key_fingerprint(load_public_key(path)): path for path in keys}
 
 
+def _signer_fingerprint(run_dir: Path) -> str:
+    """The key fingerprint the sign-off record names (unverified; "" when there is no readable record)."""
+    try:
+        record = read_record(run_dir)
+    except SignoffError:
+        return ""
+    return str((record or {}).get("key_fingerprint", ""))
+
+
 def archive_entry(root: Path, run_dir: Path, trusted: dict[str, Path]) -> ArchiveEntry:
     rel = run_dir.relative_to(root).as_posix()
     try:
@@ -59,7 +69,8 @@ def archive_entry(root: Path, run_dir: Path, trusted: dict[str, Path]) -> Archiv
         verdict=run.verdict,
         counts=dict(Counter(str(f.status) for f in run.findings)),
     )
-    check = verify_run(run_dir)
+    trusted_key = trusted.get(_signer_fingerprint(run_dir))
+    check = verify_run(run_dir, trusted_key)  # one pass over the files, with the trusted key when there is one
     record = check.record
     if record is None:
         entry.detail = "" if "not signed" in check.problem else check.problem
@@ -68,9 +79,6 @@ def archive_entry(root: Path, run_dir: Path, trusted: dict[str, Path]) -> Archiv
     entry.signer = f"{record.get('reviewer', '')} ({record.get('role', '')})"
     entry.decision = str(record.get("decision", ""))
     entry.signed_at = str(record.get("signed_at", ""))
-    trusted_key = trusted.get(str(record.get("key_fingerprint")))
-    if trusted_key is not None:
-        check = verify_run(run_dir, trusted_key)
     if not check.ok:
         entry.state, entry.detail = "failed", check.problem
     elif trusted_key is not None:
@@ -90,11 +98,11 @@ def collect_entries(root: Path, trusted_keys: list[Path] | None = None) -> list[
 
 
 _STATE_COLOURS = {
-    "verified": "#1a7f37",
-    "intact": "#0969da",
-    "unsigned": "#57606a",
-    "failed": "#cf222e",
-    "unreadable": "#cf222e",
+    "verified": STATUS_COLOURS[Status.PASS],
+    "intact": STATUS_COLOURS[Status.MANUAL],
+    "unsigned": STATUS_COLOURS[Status.SKIP],
+    "failed": STATUS_COLOURS[Status.FAIL],
+    "unreadable": STATUS_COLOURS[Status.FAIL],
 }
 _STATE_LABELS = {
     "verified": "verified",
@@ -106,7 +114,7 @@ _STATE_LABELS = {
 
 
 def _counts_html(counts: dict[str, int]) -> str:
-    return " ".join(f"{badge(Status(s))}&nbsp;{counts[s]}" for s in [str(s) for s in Status] if counts.get(s))
+    return " ".join(f"{badge(s)}&nbsp;{counts[s]}" for s in Status if counts.get(s))
 
 
 def _entry_row(entry: ArchiveEntry) -> str:
@@ -128,9 +136,8 @@ def index_html(entries: list[ArchiveEntry], generated_at: dt.datetime) -> str:
         rows = "".join(_entry_row(e) for e in entries if e.env == env)
         sections.append(
             f"<h2 id='env-{html.escape(env, quote=True)}'>{html.escape(env)}</h2>"
-            "<table class='ra-table' border='1' style='border-collapse:collapse'><tr><th>run (UTC)</th><th>verdict</th>"
-            "<th>findings</th><th>signed by</th><th>decision</th><th>signed at</th><th>verification</th><th></th></tr>"
-            f"{rows}</table>"
+            f"{TABLE_OPEN}<tr><th>run (UTC)</th><th>verdict</th><th>findings</th><th>signed by</th><th>decision</th>"
+            f"<th>signed at</th><th>verification</th><th></th></tr>{rows}</table>"
         )
     body = "".join(sections) or "<p>No audits found.</p>"
     return (

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys_audit.findings import Severity
-from recsys_audit.merge import ExitCode
+from recsys_audit.merge import ExitCode, counts_by_status
 from recsys_audit.params import ParamsError
 from recsys_audit.redaction import redact_text
 
@@ -102,10 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     for result in results:
         if not args.quiet:
-            counts = {}
-            for finding in result.findings:
-                counts[str(finding.status)] = counts.get(str(finding.status), 0) + 1
-            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            counts = counts_by_status(result.findings)
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
             print(f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary})", file=sys.stderr)
         print(result.report_path)
     codes = {result.exit_code for result in results}

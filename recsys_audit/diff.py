@@ -13,9 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys_audit.display import badge
+from recsys_audit.display import badge, grid_html
 from recsys_audit.findings import Finding, Status
-from recsys_audit.signoff import SignoffError, effective_findings, read_record, read_run, verify_run
+from recsys_audit.signoff import (
+    SIGNATURE_FILE,
+    SignoffError,
+    effective_findings,
+    read_record,
+    read_run,
+    verify_run,
+)
 
 PROBLEM_STATUSES = frozenset({Status.FAIL, Status.WARN, Status.ERROR, Status.MANUAL})
 
@@ -139,7 +146,7 @@ def previous_signed_run(run_dir: Path) -> Path | None:
     run_dir = Path(run_dir).resolve()
     env = read_run(run_dir).env
     earlier = sorted(
-        (p for p in run_dir.parent.iterdir() if p.is_dir() and p.name < run_dir.name and (p / "signoff.sig").is_file()),
+        (p for p in run_dir.parent.iterdir() if p.name < run_dir.name and (p / SIGNATURE_FILE).is_file()),
         reverse=True,
     )
     for candidate in earlier:
@@ -154,15 +161,17 @@ def previous_signed_run(run_dir: Path) -> Path | None:
 def _changes_table(title: str, changes: list[Change], show_old: bool) -> str:
     if not changes:
         return ""
-    rows = "".join(
-        f"<tr><td>{badge(Status(c.old_status if show_old else c.new_status))}</td><td>{html.escape(c.check)}</td>"
-        f"<td>{html.escape(c.severity)}</td><td>{html.escape(c.title)}</td><td><code>{c.fingerprint}</code></td></tr>"
+    rows = (
+        [
+            badge(Status(c.old_status if show_old else c.new_status)),
+            html.escape(c.check),
+            html.escape(c.severity),
+            html.escape(c.title),
+            f"<code>{c.fingerprint}</code>",
+        ]
         for c in changes
     )
-    return (
-        f"<h4>{html.escape(title)}</h4><table class='ra-table' border='1' style='border-collapse:collapse'>"
-        f"<tr><th>status</th><th>check</th><th>severity</th><th>title</th><th>fingerprint</th></tr>{rows}</table>"
-    )
+    return f"<h4>{html.escape(title)}</h4>" + grid_html(["status", "check", "severity", "title", "fingerprint"], rows)
 
 
 def since_last_audit_html(run_dir: Path) -> str:

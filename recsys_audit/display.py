@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from recsys_audit.findings import Finding, Status
@@ -21,12 +22,26 @@ STATUS_COLOURS = {
 }
 
 
-def badge(status: Status) -> str:
-    colour = STATUS_COLOURS[status]
+TABLE_OPEN = '<table class="ra-table" border="1" style="border-collapse:collapse">'
+
+
+def label_badge(text: str, colour: str, css_class: str) -> str:
+    """A coloured, upper-case label (status, decision) that keeps its colours without a stylesheet."""
     return (
-        f'<span class="ra-badge ra-{status}" style="background:{colour};color:#fff;border-radius:3px;'
-        f'padding:1px 6px;font-weight:600;font-size:0.85em">{status.upper()}</span>'
+        f'<span class="{css_class}" style="background:{colour};color:#fff;border-radius:3px;'
+        f'padding:1px 6px;font-weight:600;font-size:0.85em">{html.escape(text.upper())}</span>'
     )
+
+
+def badge(status: Status) -> str:
+    return label_badge(status, STATUS_COLOURS[status], f"ra-badge ra-{status}")
+
+
+def grid_html(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A bordered table: escaped column headers over rows of ready-made (already escaped) cell HTML."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"{TABLE_OPEN}<tr>{head}</tr>{body}</table>"
 
 
 def _is_table(value: Any) -> bool:
@@ -49,7 +64,7 @@ def table_html(rows: list[dict[str, Any]], max_rows: int = 50) -> str:
     )
     more = f"<p><em>{len(rows) - max_rows} more rows not shown</em></p>" if len(rows) > max_rows else ""
     header = f"<tr>{head}</tr>" if head else ""
-    return f'<table class="ra-table" border="1" style="border-collapse:collapse">{header}{body}</table>{more}'
+    return f"{TABLE_OPEN}{header}{body}</table>{more}"
 
 
 def evidence_html(evidence: dict[str, Any]) -> str:
@@ -86,13 +101,7 @@ def finding_html(finding: Finding, *, with_evidence: bool = True) -> str:
 
 
 def findings_table_html(findings: list[Finding]) -> str:
-    rows = "".join(
-        f"<tr><td>{badge(f.status)}</td><td>{html.escape(f.id)}</td><td>{html.escape(str(f.severity))}</td>"
-        f"<td>{html.escape(f.title)}</td><td>{html.escape(f.summary)}</td></tr>"
-        for f in findings
-    )
-    return (
-        '<table class="ra-table" border="1" style="border-collapse:collapse">'
-        "<tr><th>status</th><th>check</th><th>severity</th><th>title</th><th>summary</th></tr>"
-        f"{rows}</table>"
+    return grid_html(
+        ["status", "check", "severity", "title", "summary"],
+        ([badge(f.status), *(html.escape(str(v)) for v in (f.id, f.severity, f.title, f.summary))] for f in findings),
     )

@@ -6,6 +6,7 @@ JupyterLab (defaults: ``params/local.yaml`` and a temporary run directory).
 
 from __future__ import annotations
 
+import html
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +104,6 @@ class SectionRun:
 
 def section_header_html(section: Section, params: Params, env: str, run_dir: Path) -> str:
     """A static table of the section's environment, target and configured probes; secrets show as configured only."""
-    import html
 
     def configured(value: object) -> str:
         return "configured" if value else "not configured"

@@ -327,17 +327,18 @@ class Params(Model):
         return self.metrics_url or self.target.base_url.rstrip("/") + "/metrics"
 
 
-def _walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
+def walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
+    """Every :class:`Secret` inside a params model, with its field path (e.g. ``database.dsn``)."""
     if isinstance(value, Secret):
         return [(path, value)]
     if isinstance(value, BaseModel):
         return [
             found
             for name in type(value).model_fields
-            for found in _walk_secrets(getattr(value, name), f"{path}.{name}" if path else name)
+            for found in walk_secrets(getattr(value, name), f"{path}.{name}" if path else name)
         ]
     if isinstance(value, list):
-        return [found for i, item in enumerate(value) for found in _walk_secrets(item, f"{path}[{i}]")]
+        return [found for i, item in enumerate(value) for found in walk_secrets(item, f"{path}[{i}]")]
     return []
 
 
@@ -378,7 +379,7 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError("\n".join(lines)) from None
     params.source = path.resolve()
     problems = []
-    for field_path, secret in _walk_secrets(params):
+    for field_path, secret in walk_secrets(params):
         secret._base = params.base_dir
         problem = secret.problem()
         if problem:

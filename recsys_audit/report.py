@@ -8,14 +8,16 @@ browser any request should a notebook output carry a remote reference.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recsys_audit.display import finding_html, findings_table_html
+from recsys_audit.display import finding_html, findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
 
 ASSETS = Path(__file__).parent / "report_assets"
@@ -90,12 +92,6 @@ def _optional_html(module: str, function: str, run_dir: Path) -> str | None:
         return f'<p class="ra-muted">{html.escape(module)} could not render: {html.escape(str(exc))}</p>'
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -134,7 +130,7 @@ def _sections_html(doc: dict[str, Any]) -> str:
             f"{run.get('seconds', 0):.1f} s",
         ]
         rows.append(cells)
-    return _table(["section", *statuses, "notebook", "time"], rows)
+    return grid_html(["section", *statuses, "notebook", "time"], rows)
 
 
 def _findings_block(title: str, findings: list[Finding], empty: str) -> str:
@@ -150,7 +146,7 @@ def _waivers_html(doc: dict[str, Any]) -> str:
     parts = ["<h3>Waivers</h3>"]
     if waivers:
         parts.append(
-            _table(
+            grid_html(
                 ["check", "state", "justification", "expires", "approved by"],
                 [
                     [_esc(w[key]) for key in ("check", "state", "justification", "expires", "approved_by")]
@@ -163,7 +159,7 @@ def _waivers_html(doc: dict[str, Any]) -> str:
     parts.append("<h3>Attestations</h3>")
     if attestations:
         parts.append(
-            _table(
+            grid_html(
                 ["check", "state", "by", "date", "evidence", "note"],
                 [
                     [
@@ -209,7 +205,9 @@ def _summary_html(doc: dict[str, Any], findings: list[Finding], run_dir: Path) -
     )
 
 
-def _section_html(section: dict[str, Any], findings: list[Finding], run_dir: Path, renderer: Any) -> str:
+def _section_html(
+    section: dict[str, Any], findings: list[Finding], run_dir: Path, renderer: Callable[[], NotebookRenderer]
+) -> str:
     number = section["number"]
     notebook = run_dir / "notebooks" / f"{section['notebook']}.ipynb"
     if notebook.is_file():
@@ -226,13 +224,7 @@ def report_html(run_dir: Path) -> str:
     """The whole report page for a run directory (reads findings.json and notebooks/*.ipynb only)."""
     doc = json.loads((run_dir / "findings.json").read_text(encoding="utf-8"))
     findings = [Finding.from_dict(f) for f in doc["findings"]]
-    cached: list[NotebookRenderer] = []
-
-    def renderer() -> NotebookRenderer:
-        if not cached:
-            cached.append(NotebookRenderer())
-        return cached[0]
-
+    renderer = functools.cache(NotebookRenderer)  # created on the first notebook, then shared
     css = (ASSETS / "report.css").read_text(encoding="utf-8")
     try:
         from pygments.formatters import HtmlFormatter

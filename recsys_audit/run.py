@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -26,16 +25,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-from pydantic import BaseModel
+from typing import TextIO
 
 import recsys_audit
 from recsys_audit import catalog as check_catalog
 from recsys_audit import merge
 from recsys_audit.catalog import Section
 from recsys_audit.findings import Finding, Severity, read_findings
-from recsys_audit.params import Params, ParamsError, Secret, load_params
+from recsys_audit.params import Params, ParamsError, load_params, walk_secrets
 from recsys_audit.redaction import redact_json, redact_text
 
 SCHEMA_VERSION = 1
@@ -127,17 +124,11 @@ def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime) -> Path:
     raise UsageError(f"{parent}: too many runs in the same second")
 
 
-def _register_secrets(value: Any) -> None:
+def _register_secrets(params: Params) -> None:
     """Reveal every secret of the params so the redaction module masks its value in every file the runner writes."""
-    if isinstance(value, Secret):
+    for _, secret in walk_secrets(params):
         with contextlib.suppress(ParamsError):
-            value.reveal()
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            _register_secrets(getattr(value, name))
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _register_secrets(item)
+            secret.reveal()
 
 
 # --- executing one notebook ------------------------------------------------------------------------------------
@@ -286,13 +277,11 @@ class Progress:
 
 def _prepare(
     params_path: Path,
-    sections: Sequence[int] | None,
+    params: Params,
+    chosen: list[Section],
     out_dir: Path,
     notebooks_dir: Path,
-    catalog: list[Section],
 ) -> _PreparedAudit:
-    params = load_params(params_path)
-    chosen = _select_sections(catalog, sections)
     _register_secrets(params)
     started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_dir = _new_run_dir(Path(out_dir), params.environment.name, started_at)
@@ -316,6 +305,7 @@ def _included_fragments(params: Params) -> list[Path]:
 def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
     from recsys_audit.junit import write_junit
     from recsys_audit.report import render_report
+    from recsys_audit.signoff import sha256_file
 
     today = dt.datetime.now(dt.UTC).date()
     recorded = [f for path in sorted((audit.run_dir / "findings").glob("*.jsonl")) for f in read_findings(path)]
@@ -332,10 +322,9 @@ def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
         "env": audit.env,
         "target": audit.params.target.base_url,
         "params_file": str(audit.params_path),
-        "params_sha256": hashlib.sha256(audit.params_path.read_bytes()).hexdigest(),
+        "params_sha256": sha256_file(audit.params_path),
         "params_includes": [
-            {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-            for path in _included_fragments(audit.params)
+            {"path": str(path), "sha256": sha256_file(path)} for path in _included_fragments(audit.params)
         ],
         "started_at": audit.started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
@@ -407,10 +396,9 @@ def run_many(
     if not folder.is_dir():
         raise UsageError(f"{folder}: no notebooks folder — set {NOTEBOOKS_ENV} or pass --notebooks")
     chosen_catalog = catalog if catalog is not None else check_catalog.sections()
-    for path in params_paths:  # validate all before creating any run directory
-        load_params(path)
-        _select_sections(chosen_catalog, sections)
-    audits = [_prepare(Path(p), sections, Path(out_dir), folder, chosen_catalog) for p in params_paths]
+    loaded = [(Path(p), load_params(p)) for p in params_paths]  # validate all before creating any run directory
+    chosen = _select_sections(chosen_catalog, sections)
+    audits = [_prepare(path, params, chosen, Path(out_dir), folder) for path, params in loaded]
     tasks = [(audit, section) for audit in audits for section in audit.sections]
     multi_env = len(audits) > 1
     labels = [f"{a.env}/{s.notebook}" if multi_env else s.notebook for a, s in tasks]
@@ -434,7 +422,7 @@ def run_many(
 
     sockets = tempfile.mkdtemp(prefix="recsys-audit-")
     try:
-        with ThreadPoolExecutor(max_workers=jobs or default_jobs(len(tasks)) or 1) as pool:
+        with ThreadPoolExecutor(max_workers=jobs or default_jobs(len(tasks))) as pool:
             futures = {pool.submit(work, i): i for i in range(len(tasks))}
             for future in as_completed(futures):
                 index = futures[future]

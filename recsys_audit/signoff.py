@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ValidationError
 
 import recsys_audit
+from recsys_audit.display import STATUS_COLOURS, grid_html, label_badge
 from recsys_audit.findings import Finding, Status
 from recsys_audit.params import EnvironmentParams, Policies
 
@@ -516,7 +517,11 @@ def verify_run(run_dir: Path, pubkey_path: Path | None = None) -> Verification:
 
 # --- the report's sign-off block -------------------------------------------------------------------------------
 
-_DECISION_COLOURS = {"approve": "#1a7f37", "approve-with-exceptions": "#9a6700", "reject": "#cf222e"}
+_DECISION_COLOURS = {
+    "approve": STATUS_COLOURS[Status.PASS],
+    "approve-with-exceptions": STATUS_COLOURS[Status.WARN],
+    "reject": STATUS_COLOURS[Status.FAIL],
+}
 
 
 def _row(label: str, value: str) -> str:
@@ -529,24 +534,23 @@ def _attestations_html(record: dict[str, Any]) -> str:
         return ""
     max_age = int(record.get("attestation_max_age_days", Policies().attestation_max_age_days))
     as_of = signed_on(record)
-    rows = ""
+    rows = []
     for attestation in attestations:
         valid = attestation_valid(attestation, max_age, as_of)
         state = "valid" if valid else "EXPIRED — counts as manual"
         url = html.escape(str(attestation.get("evidence_url", "")))
-        cells = [
-            html.escape(str(attestation.get("check"))),
-            f"<a href='{url}'>{url}</a>",
-            html.escape(str(attestation.get("date"))),
-            html.escape(str(attestation.get("by", ""))),
-            str(attestation_expires(attestation, max_age)),
-            f"<span class='ra-attestation-{'valid' if valid else 'expired'}'>{state}</span>",
-        ]
-        rows += "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
-    return (
-        f"<p><strong>Attested at sign-off</strong> (maximum age {max_age} days):</p>"
-        "<table class='ra-table' border='1' style='border-collapse:collapse'><tr><th>check</th><th>evidence</th>"
-        f"<th>date</th><th>by</th><th>expires</th><th>state</th></tr>{rows}</table>"
+        rows.append(
+            [
+                html.escape(str(attestation.get("check"))),
+                f"<a href='{url}'>{url}</a>",
+                html.escape(str(attestation.get("date"))),
+                html.escape(str(attestation.get("by", ""))),
+                str(attestation_expires(attestation, max_age)),
+                f"<span class='ra-attestation-{'valid' if valid else 'expired'}'>{state}</span>",
+            ]
+        )
+    return f"<p><strong>Attested at sign-off</strong> (maximum age {max_age} days):</p>" + grid_html(
+        ["check", "evidence", "date", "by", "expires", "state"], rows
     )
 
 
@@ -563,15 +567,12 @@ def signoff_block_html(run_dir: Path) -> str:
             "with <code>recsys-audit sign RUN_DIR --reviewer … --decision … --key …</code>.</p></div>"
         )
     decision = str(record.get("decision", ""))
-    colour = _DECISION_COLOURS.get(decision, "#57606a")
+    colour = _DECISION_COLOURS.get(decision, STATUS_COLOURS[Status.SKIP])
     reviewer = html.escape(str(record["reviewer"]))
     role = html.escape(str(record.get("role", "")))
     signed_at = html.escape(str(record.get("signed_at", "")))
     fingerprint = html.escape(str(record.get("key_fingerprint", "")))
-    badge = (
-        f"<span class='ra-decision' style='background:{colour};color:#fff;border-radius:3px;padding:1px 6px;"
-        f"font-weight:600'>{html.escape(decision.upper())}</span>"
-    )
+    badge = label_badge(decision, colour, "ra-decision")
     rows = "".join(
         [
             _row("Reviewer", f"<span class='ra-reviewer'>{reviewer}</span>"),

@@ -14,9 +14,18 @@ from typing import Any
 
 import ipywidgets as w
 
-from recsys_audit.display import findings_table_html
+from recsys_audit.display import findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
-from recsys_audit.signoff import DECISIONS, SignoffError, effective_findings, read_run, sign_run, verify_run
+from recsys_audit.signoff import (
+    DECISIONS,
+    FINDINGS_FILE,
+    SIGNATURE_FILE,
+    SignoffError,
+    effective_findings,
+    read_run,
+    sign_run,
+    verify_run,
+)
 
 ALL = "all"
 
@@ -63,7 +72,7 @@ def list_environments(params_dir: Path, audits_dir: Path) -> list[str]:
 
 def list_runs(audits_dir: Path, env: str) -> list[Path]:
     """Run directories of an environment, newest first."""
-    return sorted((p.parent for p in (audits_dir / env).glob("*/findings.json")), key=lambda p: p.name, reverse=True)
+    return sorted((p.parent for p in (audits_dir / env).glob(f"*/{FINDINGS_FILE}")), key=lambda p: p.name, reverse=True)
 
 
 def _run_label(run_dir: Path) -> str:
@@ -71,7 +80,7 @@ def _run_label(run_dir: Path) -> str:
         verdict = read_run(run_dir).verdict
     except SignoffError:
         verdict = "unreadable"
-    signed = "signed" if (run_dir / "signoff.sig").is_file() else "unsigned"
+    signed = "signed" if (run_dir / SIGNATURE_FILE).is_file() else "unsigned"
     return f"{run_dir.name} — {verdict}, {signed}"
 
 
@@ -118,16 +127,13 @@ class EnvironmentPicker:
         return Path(self.run.value) if self.run.value else None
 
     def static_html(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(env)}</td><td>{html.escape(_run_label(run))}</td></tr>"
+        rows = (
+            [html.escape(env), html.escape(_run_label(run))]
             for env in self.env.options
             for run in list_runs(self.audits_dir, env)
         )
         chosen = html.escape(str(self.run_dir or "none"))
-        return (
-            f"<p>Selected run: <code>{chosen}</code></p><table class='ra-table' border='1' "
-            f"style='border-collapse:collapse'><tr><th>environment</th><th>run</th></tr>{rows}</table>"
-        )
+        return f"<p>Selected run: <code>{chosen}</code></p>" + grid_html(["environment", "run"], rows)
 
     def show(self) -> None:
         show(self.widget, self.static_html(), "environment picker")

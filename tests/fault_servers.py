@@ -49,13 +49,6 @@ _NOT_RETURNED = {
 }
 
 
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class _Background:
     """Start on ``__enter__``, stop on ``__exit__``."""
 

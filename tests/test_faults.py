@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from fault_servers import CliRun, FaultProxy, HangingServer, run_cli_audit, unused_port, write_params_variant
+from fault_servers import CliRun, FaultProxy, HangingServer, run_cli_audit, write_params_variant
+
+from recsys_audit.sandbox.harness import free_port
 
 if TYPE_CHECKING:
     from recsys_audit.findings import Finding
@@ -228,7 +230,7 @@ def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[t
     auditor_dsn = (instance.directory / "secrets" / "auditor.dsn").read_text(encoding="utf-8").strip()
     with contextlib.ExitStack() as stack:
         if group == "unreachable":
-            facts.update(service_port=unused_port(), db_port=unused_port(), prometheus_port=unused_port())
+            facts.update(service_port=free_port(), db_port=free_port(), prometheus_port=free_port())
             (scratch / "down.dsn").write_text(_replace_port(auditor_dsn, facts["db_port"]))
             changes += [
                 _point_service_at(f"http://127.0.0.1:{facts['service_port']}"),

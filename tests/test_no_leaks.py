@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fault_servers import CliRun, run_cli_audit, unused_port, write_params_variant
+from fault_servers import CliRun, run_cli_audit, write_params_variant
 
 from recsys_audit.probes.config import parse_env_file
+from recsys_audit.sandbox.harness import free_port
 
 if TYPE_CHECKING:
     from recsys_audit.sandbox.harness import SandboxInstance
@@ -49,7 +50,7 @@ def leak_run(
         "CANARY_S3_ACCESS_KEY": "AKIA" + secrets.token_hex(8).upper(),
         "CANARY_S3_SECRET_KEY": canary("s3-secret"),
         # wrong: nothing listens there, so the restore drill's error is about this very DSN
-        "CANARY_SCRATCH_DSN": f"postgresql://scratch:{canary('scratch-pw')}@127.0.0.1:{unused_port()}/scratch",
+        "CANARY_SCRATCH_DSN": f"postgresql://scratch:{canary('scratch-pw')}@127.0.0.1:{free_port()}/scratch",
     }
     config = parse_env_file((instance.directory / "service.env").read_text(encoding="utf-8"))
     salts = {name: canary(name.lower().replace("_", "-")) for name in ("EXPOSURE_HASH_SALT", "API_KEY_HASH_SECRET")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from recsys_audit.sandbox.harness import (
     LOCAL_PARAMS_HEADER,
     local_params_document,
     pid_alive,
+    port_in_use,
     read_state,
     stable_params_document,
     write_params,
@@ -30,19 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "recsys_audit.cli", "sandbox"]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port_block() -> int:
     for _ in range(50):
         base = random.randrange(20000, 60000)
-        if all(_free(base + offset) for offset in range(4)):
+        if not any(port_in_use(base + offset) for offset in range(4)):
             return base
     raise RuntimeError("no block of 4 free ports")
 
@@ -108,7 +99,7 @@ def test_up_status_down(instances_dir: Path, tmp_path: Path) -> None:
     down = _cli("down", "--name", "cli-test", "--dir", str(instances_dir), cwd=tmp_path)
     assert down.returncode == 0 and "service" in down.stdout and "postgres" in down.stdout
     assert not any(pid_alive(pid) for pid in pids.values())
-    assert all(_free(port + offset) for offset in range(4))
+    assert not any(port_in_use(port + offset) for offset in range(4))
     assert "cli-test: stopped" in _cli("status", "--dir", str(instances_dir), cwd=tmp_path).stdout
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from psycopg import sql
 
 from recsys_audit.sandbox.database import RoleNames, apply_migrations, enable_row_level_security, grant_privileges
 from recsys_audit.sandbox.file_logs import ExposureLog, chain_hash
+from recsys_audit.sandbox.harness import free_port
 from recsys_audit.sandbox.identity import SandboxIdentity, create_identity
 from recsys_audit.sandbox.manifests import write_registry
 from recsys_audit.sandbox.settings import StartupError, load_settings
@@ -47,12 +47,6 @@ RECOMMEND = {"surface": "home", "k": 5, "user": {"user_id": "alice@example.com"}
 
 
 # --- infrastructure ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -195,7 +189,8 @@ def start_server(env: dict[str, str], log_dir: Path) -> Server:
             if httpx.get(f"{server.base_url}/livez", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     server.stop()
     raise AssertionError(f"server did not come up: {(log_dir / 'service.log').read_text()}")
 

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checks.common import identity_for, tenant_surfaces
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
@@ -30,21 +31,15 @@ def caller_role(ctx: AuditContext) -> Role:
     raise ProbeError("no serving credential in params (auth.credentials.viewer/operator/admin)")
 
 
-def tenant_surfaces(ctx: AuditContext) -> list[tuple[str, str]]:
-    return [(tenant.id, surface) for tenant in ctx.params.tenants for surface in tenant.surfaces]
-
-
 def recommend_sweep(ctx: AuditContext) -> list[dict[str, Any]]:
     """One live recommend per declared tenant/surface (shared by the checks of this section)."""
 
     def sweep() -> list[dict[str, Any]]:
         role = caller_role(ctx)
-        other = ctx.params.auth.other_tenant
         rows = []
         for tenant, surface in tenant_surfaces(ctx):
-            # each tenant is called with its own identity: the second tenant's credential, if params give one
-            as_role: Role = "other_tenant" if other and other.tenant == tenant and other.credential else role
-            response = ctx.service.recommend(tenant, surface, role=as_role)
+            # each tenant is called with its own identity where params give one, else the serving credential
+            response = ctx.service.recommend(tenant, surface, role=identity_for(ctx, tenant) or role)
             body = response.json() if response.status == 200 else None  # a 200 that is not JSON: error
             items = body.get("items") if isinstance(body, dict) else None
             warnings = body.get("warnings") if isinstance(body, dict) else None

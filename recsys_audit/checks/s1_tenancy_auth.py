@@ -16,7 +16,7 @@ from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
 from recsys_audit.probes import tokens as crafted
-from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse
+from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, recommend_body
 
 SECTION = Section(1, "Tenancy and authentication", notebook="01_tenancy_auth")
 
@@ -400,7 +400,7 @@ def key_rotation_documented(ctx: AuditContext) -> Outcome:
 def unauthenticated_refused(ctx: AuditContext) -> Outcome:
     tenant = audited_tenant(ctx)
     surface = ctx.params.tenants[0].surfaces[0]
-    body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+    body = recommend_body(surface)
     rows = []
     for probe, response in (
         ("recommend, no credentials", ctx.service.post("/v1/recommend", body)),
@@ -425,7 +425,7 @@ def dev_headers_refused(ctx: AuditContext) -> Outcome:
     tenant = audited_tenant(ctx)
     headers = {auth.dev_user_header: "recsys-audit-dev-probe", auth.dev_tenant_header: tenant}
     surface = ctx.params.tenants[0].surfaces[0]
-    body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+    body = recommend_body(surface)
     rows = []
     for probe, response in (
         ("recommend with dev headers", ctx.service.post("/v1/recommend", body, headers=headers)),
@@ -448,7 +448,7 @@ def tenant_header_alone_refused(ctx: AuditContext) -> Outcome:
     tenant = audited_tenant(ctx)
     headers = {ctx.params.auth.tenant_header: tenant}
     surface = ctx.params.tenants[0].surfaces[0]
-    body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+    body = recommend_body(surface)
     response = ctx.service.post("/v1/recommend", body, headers=headers)
     rows = [
         probe_row(
@@ -610,7 +610,7 @@ def api_key_unknown_refused(ctx: AuditContext) -> Outcome:
     header = ctx.config.value("API_KEY_HEADER") or ctx.params.auth.api_key_header
     headers = {header: "recsys-audit-" + secrets.token_hex(16), ctx.params.auth.tenant_header: audited_tenant(ctx)}
     surface = ctx.params.tenants[0].surfaces[0]
-    body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+    body = recommend_body(surface)
     response = ctx.service.post("/v1/recommend", body, headers=headers)
     rows = [probe_row(f"recommend with a random {header}", response, "401", response.status == 401)]
     return refusal_outcome(rows, "unknown API keys")

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checks.common import artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
-from recsys_audit.params import attestation_for
 from recsys_audit.probes import ProbeError
 from recsys_audit.probes.alerts import (
     UPSTREAM_COVERAGE,
@@ -21,8 +21,9 @@ from recsys_audit.probes.alerts import (
     rules_from_file,
     semantic_problems,
 )
+from recsys_audit.probes.config import parse_duration
 from recsys_audit.probes.metrics import scrape
-from recsys_audit.probes.service import Role
+from recsys_audit.probes.service import recommend_body
 
 SECTION = Section(5, "Observability and runbooks", notebook="05_observability")
 
@@ -38,29 +39,6 @@ RUNBOOK_WARNINGS = {
     "SIGNAL_UNAVAILABLE": "no signal data: check DB signal rows or the manifest and its blob URIs",
     "SIGNAL_PARTIAL": "some signals missing: check DB signal rows or the manifest and its blob URIs",
 }
-
-
-def tenant_surfaces(ctx: AuditContext) -> list[tuple[str, str]]:
-    return [(tenant.id, surface) for tenant in ctx.params.tenants for surface in tenant.surfaces]
-
-
-def identity_for(ctx: AuditContext, tenant: str) -> Role | None:
-    """The credential that speaks for a tenant: the other-tenant identity for its tenant, else the viewer."""
-    other = ctx.params.auth.other_tenant
-    if other and other.tenant == tenant:
-        return "other_tenant" if other.credential else None
-    return "viewer" if ctx.service.has_role("viewer") else None
-
-
-def artifact_mode(ctx: AuditContext) -> bool:
-    """Artifact mode from the deployment config, else from the params' declared serving modes."""
-    try:
-        enabled = ctx.config.flag("RECSYS_ARTIFACT_MODE_ENABLED")
-    except ProbeError:
-        enabled = None
-    if enabled is not None:
-        return enabled
-    return any(tenant.serving_mode == "artifact" for tenant in ctx.params.tenants)
 
 
 def job_selector(ctx: AuditContext, extra: str = "") -> str:
@@ -153,18 +131,11 @@ def liveness_route(ctx: AuditContext) -> Outcome:
 
 
 def _ttl_positive(ctx: AuditContext, name: str) -> bool | None:
-    from recsys_audit.checks.s6_performance import go_duration_s
-
     try:
-        value = ctx.config.value(name)
+        seconds = parse_duration(ctx.config.value(name))
     except ProbeError:
         return None
-    if value is None:
-        return None
-    try:
-        return go_duration_s(value) > 0
-    except ValueError:
-        return None
+    return seconds > 0 if seconds is not None else None
 
 
 @SECTION.check(
@@ -605,13 +576,8 @@ def logs_no_secrets(ctx: AuditContext) -> Outcome:
 
 
 def _runbook(ctx: AuditContext, check_id: str, name: str) -> Outcome:
-    attestation = attestation_for(ctx.params, check_id)
-    evidence: dict[str, Any] = {"runbook": name, "max_age_days": ctx.params.policies.attestation_max_age_days}
-    if attestation:
-        evidence["attestation"] = {"by": attestation.by, "date": str(attestation.date), "url": attestation.evidence_url}
-    return manual(
-        f"attest that the '{name}' runbook exists and was exercised (last drill date and evidence)", **evidence
-    )
+    summary = f"attest that the '{name}' runbook exists and was exercised (last drill date and evidence)"
+    return awaiting_attestation(ctx, check_id, summary, runbook=name)
 
 
 def _runbook_check(check_id: str, name: str, doc: str, artifact_only: bool = False) -> None:
@@ -659,8 +625,7 @@ def runbook_diagnostics(ctx: AuditContext) -> Outcome:
             requests.append({"tenant": tenant, "surface": surface, "validate": "no credential"})
             continue
         headers = {ctx.params.auth.tenant_header: tenant}
-        body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
-        validate = ctx.service.post("/v1/recommend/validate", body, role=role, headers=headers)
+        validate = ctx.service.post("/v1/recommend/validate", recommend_body(surface), role=role, headers=headers)
         recommend = ctx.service.recommend(tenant, surface, role=role)
         answer = recommend.json_or_none() or {}
         codes = sorted({w.get("code", "") for w in answer.get("warnings") or [] if isinstance(w, dict)})

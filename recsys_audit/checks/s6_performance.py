@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import re
 from typing import Any
 
 from recsys_audit.catalog import Section
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, failed, passed, skipped, warned
 from recsys_audit.probes import ProbeError
+from recsys_audit.probes.config import parse_duration
 from recsys_audit.probes.loadtest import LoadTestReport, LoadTestRun, read_report, recommend_sender, run_load_test
 
 SECTION = Section(6, "Performance and capacity", notebook="06_performance")
@@ -20,21 +20,13 @@ OPS_REF = "recsys-data-and-ops"
 MIN_REQUESTS_FOR_P99 = 1000  # below this the top percentiles are a handful of samples (20 requests: p95 = p99 = max)
 LIVE_REPORT = "load-test/live-report.json"
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def go_duration_s(text: str) -> float:
     """A Go ``time.ParseDuration`` string (``5m``, ``200ms``, ``1h30m``, ``-1s``, ``0``) in seconds."""
-    value = text.strip()
-    sign = -1.0 if value.startswith("-") else 1.0
-    value = value.lstrip("+-")
-    if value == "0":
-        return 0.0
-    parts = _GO_DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
+    seconds = parse_duration(text)
+    if seconds is None:
         raise ValueError(f"not a Go duration: {text!r}")
-    return sign * sum(float(n) * _GO_UNITS[u] for n, u in parts)
+    return seconds
 
 
 def _int(value: str | None) -> int | None:

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
-from recsys_audit.checks.s5_observability import artifact_mode, identity_for, tenant_surfaces
-from recsys_audit.checks.s6_performance import go_duration_s
+from recsys_audit.checks.common import artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
 from recsys_audit.context import AuditContext
-from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
-from recsys_audit.params import attestation_for
+from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
+from recsys_audit.probes.config import parse_duration
 from recsys_audit.probes.service import ProbeResponse
 
 SECTION = Section(7, "Safe rollout and rollback", notebook="07_rollout_rollback")
@@ -440,13 +439,7 @@ def cache_invalidation_scope(ctx: AuditContext) -> Outcome:
     names = ["RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"]
     if artifact_mode(ctx):
         names += ["RECSYS_ARTIFACT_MANIFEST_TTL", "RECSYS_ARTIFACT_CACHE_TTL"]
-    ttls = {}
-    for name in names:
-        value = ctx.config.value(name)
-        try:
-            ttls[name] = go_duration_s(value) if value is not None else None
-        except ValueError:
-            ttls[name] = None
+    ttls = {name: parse_duration(ctx.config.value(name)) for name in names}
     known = [v for v in ttls.values() if v is not None]
     bound = max(known) if known else None
     evidence = {"replicas": count, "ttl_s": ttls, "staleness_bound_s": bound}
@@ -463,11 +456,7 @@ def cache_invalidation_scope(ctx: AuditContext) -> Outcome:
 
 
 def _attested(ctx: AuditContext, check_id: str, what: str) -> Outcome:
-    attestation = attestation_for(ctx.params, check_id)
-    evidence: dict[str, Any] = {"max_age_days": ctx.params.policies.attestation_max_age_days}
-    if attestation:
-        evidence["attestation"] = {"by": attestation.by, "date": str(attestation.date), "url": attestation.evidence_url}
-    return manual(f"attest that {what}", **evidence)
+    return awaiting_attestation(ctx, check_id, f"attest that {what}")
 
 
 @SECTION.check(

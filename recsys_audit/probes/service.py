@@ -28,6 +28,11 @@ IMPOSSIBLE_ETAG = "recsys-audit-write-denial-probe-never-matches"
 WRITE_DENIAL_BODY: dict[str, Any] = {"weights": {"pop": -1}, "recsys_audit_probe": True}
 
 
+def recommend_body(surface: str) -> dict[str, Any]:
+    """The small recommend request every live probe sends (k=5, a fixed probe user)."""
+    return {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
+
+
 @dataclass
 class ProbeResponse:
     method: str
@@ -161,8 +166,7 @@ class ServiceClient:
         return self.request("POST", path, json_body=json_body, **kwargs)
 
     def recommend(self, tenant: str, surface: str, *, role: Role = "viewer", **extra: Any) -> ProbeResponse:
-        body = {"surface": surface, "k": 5, "user": {"user_id": "recsys-audit-probe"}, "options": {}}
-        body.update(extra)
+        body = {**recommend_body(surface), **extra}
         return self.post("/v1/recommend", body, role=role, headers={self.params.auth.tenant_header: tenant})
 
 

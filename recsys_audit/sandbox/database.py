@@ -224,6 +224,15 @@ def _run(command: list[str], what: str, timeout: float = 60) -> None:
         raise SandboxDatabaseError(f"{what} failed (exit {result.returncode}): {detail}")
 
 
+def stop_cluster(bindir: Path, data_dir: Path) -> bool:
+    """Fast-stop the cluster of ``data_dir`` when it runs (its ``postmaster.pid`` exists); returns whether it did."""
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    command = [str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "30", "stop"]
+    subprocess.run([*_as_postgres_user(), *command], capture_output=True, timeout=45, check=False)
+    return True
+
+
 @dataclass
 class LocalCluster:
     """A PostgreSQL cluster owned by one sandbox instance."""
@@ -333,9 +342,7 @@ class LocalCluster:
             raise SandboxDatabaseError(f"{exc} — {' '.join(tail)} (log: {self.log_file})") from None
 
     def stop(self) -> None:
-        if self.data_dir.is_dir() and (self.data_dir / "postmaster.pid").exists():
-            command = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", "stop"]
-            subprocess.run([*_as_postgres_user(), *command], capture_output=True, timeout=45, check=False)
+        stop_cluster(self.bindir, self.data_dir)
         if self.outside_home:
             shutil.rmtree(self.home, ignore_errors=True)
 

@@ -38,6 +38,7 @@ from recsys_audit.sandbox.database import (
     finish_database,
     migrations,
     setup_database,
+    stop_cluster,
 )
 from recsys_audit.sandbox.identity import AUDITED_TENANT, OTHER_TENANT, SandboxIdentity, create_identity
 from recsys_audit.sandbox.manifests import write_registry
@@ -121,7 +122,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -133,7 +134,7 @@ def _port_in_use(port: int) -> bool:
 def _choose_ports(requested: Mapping[str, int] | None) -> dict[str, int]:
     ports = {name: int((requested or {}).get(name) or 0) or free_port() for name in DEFAULT_PORTS}
     taken = sorted(
-        f"{name} {port}" for name, port in ports.items() if requested and requested.get(name) and _port_in_use(port)
+        f"{name} {port}" for name, port in ports.items() if requested and requested.get(name) and port_in_use(port)
     )
     if taken:
         raise SandboxError(
@@ -199,12 +200,8 @@ def stop_instance(directory: Path, processes: Mapping[str, subprocess.Popen[byte
         _terminate(info["pid"], info["marker"], process)
     database = state.get("database") or {}
     if database.get("mode") == "cluster" and database.get("data_dir"):
-        data_dir = Path(database["data_dir"])
-        if (data_dir / "postmaster.pid").exists():
+        if stop_cluster(Path(database["bindir"]), Path(database["data_dir"])):
             stopped.append("postgres")
-            command = [str(Path(database["bindir"]) / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
-            prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-            subprocess.run([*prefix, *command], capture_output=True, timeout=45, check=False)
         if database.get("outside_home"):
             shutil.rmtree(database["home"], ignore_errors=True)
     elif database.get("mode") == "shared":

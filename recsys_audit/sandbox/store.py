@@ -18,20 +18,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from recsys_audit.sandbox.database import TENANT_TABLES
+
 DocumentKind = Literal["config", "rules"]
-RLS_GUARDED_TABLES = (
-    "tenant_config_versions",
-    "tenant_configs_current",
-    "tenant_rule_versions",
-    "tenant_rules_current",
-    "audit_log",
-    "cache_invalidation_events",
-    "exposure_events",
-    "interaction_events",
-    "item_popularity_daily",
-    "item_covisit_daily",
-    "item_tags_current",  # the real guard names a table that does not exist, so it never passes
-)
+# The real guard names item_tags_current, a table that does not exist, so it never passes.
+RLS_GUARDED_TABLES = tuple("item_tags_current" if table == "item_tags" else table for table in TENANT_TABLES)
 _TABLES = {
     "config": ("tenant_config_versions", "tenant_configs_current", "config_version_id", "config"),
     "rules": ("tenant_rule_versions", "tenant_rules_current", "rules_version_id", "rules"),
