@@ -8,7 +8,6 @@ them; the kit reads them back through the rules API and judges coverage and sema
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from recsys_audit.probes.alerts import (
     semantic_problems,
 )
 from recsys_audit.probes.metrics import PrometheusClient
+from recsys_audit.sandbox.harness import free_port
 
 pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus (Debian package) not installed")
 
@@ -95,12 +95,6 @@ def complete_set() -> dict:
 def without(rule_set: dict, *names: str) -> dict:
     rules = [r for r in rule_set["groups"][0]["rules"] if r["alert"] not in names]
     return {"groups": [{"name": "recsys-service", "rules": rules}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_yaml(path: Path, data: dict) -> Path:

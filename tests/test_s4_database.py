@@ -8,7 +8,6 @@ with the ops defects), plus a 10-million-row event table that every check must h
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from psycopg import sql
 from recsys_audit.findings import Finding, Status
 from recsys_audit.notebook import SectionRun, open_section
 from recsys_audit.sandbox.database import DatabaseSettings, finish_database, setup_database, stop_database
+from recsys_audit.sandbox.harness import free_port
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "recsys_audit" / "sandbox" / "migrations"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -56,12 +56,6 @@ def test_sandbox_as_shipped_database(audit_findings: Any) -> None:
 
 
 # --- direct runs against real sandbox databases --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_params(folder: Path, auditor_dsn: str, service_dsn: str, service_role: str, env: str, **extra: Any) -> Path:
@@ -105,7 +99,7 @@ def sandbox_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         for name, (settings, env) in VARIANTS.items():
             folder = tmp_path_factory.mktemp(f"s4-{name}")
             database = setup_database(
-                folder, _free_port(), settings, f"s4{name}{uuid.uuid4().hex[:6]}", log=lambda _: None
+                folder, free_port(), settings, f"s4{name}{uuid.uuid4().hex[:6]}", log=lambda _: None
             )
             built.append(database)
             with database.connect() as conn:  # one tenant and a few interactions from the last hours
