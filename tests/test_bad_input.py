@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from recsys_audit.params import ConfigSource, ParamsError, load_params
@@ -39,15 +39,25 @@ def document(**changes: Any) -> dict[str, Any]:
     doc = copy.deepcopy(VALID)
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
-        node = doc
+        node: Any = doc
         for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if value is ...:
-            del node[last]
-        elif isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+            if isinstance(node, list) and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:  # an earlier change replaced a parent with a scalar or a shorter list: that change stands
+                node = None
+                break
+        if isinstance(node, dict):
+            if value is ...:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        elif isinstance(node, list) and int(last) < len(node):
+            if value is ...:
+                del node[int(last)]
+            else:
+                node[int(last)] = value
     return doc
 
 
@@ -206,6 +216,7 @@ def load_or_kit_error(path: Path) -> None:
 
 @PROPERTY_SETTINGS
 @given(changes=st.dictionaries(st.sampled_from(FIELD_PATHS), json_like | st.just(...), max_size=3))
+@example(changes={"auth": None, "auth__credentials__viewer": ...})  # a parent replaced before its child
 def test_params_loader_raises_only_params_error_on_mutated_documents(changes: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         try:
