@@ -282,6 +282,11 @@ class EnvironmentParams(Model):
     name: str
     owner: str | None = Field(None, description="who owns the environment (may not sign its audit)")
     allow_owner_signoff: bool = False
+    allowed_signers: str | None = Field(
+        None,
+        description="allowed_signers file (the format git uses for SSH signatures) of the reviewers trusted to sign "
+        "this environment's audits; relative to the params file",
+    )
 
 
 class Params(Model):
@@ -355,8 +360,12 @@ _FIXES = {
 }
 
 
-def load_params(path: str | Path) -> Params:
-    """Load and validate a params file; every problem raises :class:`ParamsError` naming file, field and fix."""
+def load_params(path: str | Path, *, resolve_secrets: bool = True) -> Params:
+    """Load and validate a params file; every problem raises :class:`ParamsError` naming file, field and fix.
+
+    ``resolve_secrets=False`` loads a run's recorded params (``RUN_DIR/params.yaml``): secret references stay
+    references and are not checked, since judging a finished run never reads a secret.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file — create it from params/production.example.yaml")
@@ -378,6 +387,8 @@ def load_params(path: str | Path) -> Params:
             lines.append(f"{path}: {_field_path(error['loc'])}: {error['msg']}" + (f" — {fix}" if fix else ""))
         raise ParamsError("\n".join(lines)) from None
     params.source = path.resolve()
+    if not resolve_secrets:
+        return params
     problems = []
     for field_path, secret in walk_secrets(params):
         secret._base = params.base_dir
