@@ -1,8 +1,9 @@
-"""The audit archive: one offline index page of every audit run under ``audits/<env>/<timestamp>/``.
+"""The audit archive: one offline index page of every audit run under ``audits/<env>/<run id>/``.
 
 The page is static HTML with relative links, so the whole folder can be copied, zipped or served as it is.
-Each run is verified: with a trusted public key when one matches its signer, else with the key in the run directory
-(which proves the files are unchanged, not who signed).
+Each signed run is verified with the same rules as ``recsys-audit verify``: a signature by a trusted signer (the
+``allowed_signers`` given, else the one the environment's params name), the run where its record says, exactly the
+recorded entries. Folders and runs are listed without following symlinks, and at most ``MAX_LISTED`` of each.
 """
 
 from __future__ import annotations
@@ -10,23 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recsys_audit.display import STATUS_COLOURS, TABLE_OPEN, badge
 from recsys_audit.findings import Status
-from recsys_audit.signoff import (
-    FINDINGS_FILE,
-    REPORT_FILE,
-    SignoffError,
-    key_fingerprint,
-    load_public_key,
-    read_record,
-    read_run,
-    verify_run,
-)
+from recsys_audit.judgement import read_judged_run
+from recsys_audit.rundir import REPORT_FILE, RunDirError, environments_of, runs_of
+from recsys_audit.signoff import SignoffError, verify_run
 
 INDEX_FILE = "index.html"
+
+TrustFor = Callable[[str], Path | None]  # environment name -> its allowed_signers file, if any
 
 
 @dataclass
@@ -39,28 +36,15 @@ class ArchiveEntry:
     signer: str = ""
     decision: str = ""
     signed_at: str = ""
-    state: str = "unsigned"  # unsigned | verified | intact | failed | unreadable
+    state: str = "unsigned"  # unsigned | verified | failed | unreadable
     detail: str = ""
 
 
-def _trusted_fingerprints(keys: list[Path]) -> dict[str, Path]:
-    return {key_fingerprint(load_public_key(path)): path for path in keys}
-
-
-def _signer_fingerprint(run_dir: Path) -> str:
-    """The key fingerprint the sign-off record names (unverified; "" when there is no readable record)."""
-    try:
-        record = read_record(run_dir)
-    except SignoffError:
-        return ""
-    return str((record or {}).get("key_fingerprint", ""))
-
-
-def archive_entry(root: Path, run_dir: Path, trusted: dict[str, Path]) -> ArchiveEntry:
+def archive_entry(root: Path, run_dir: Path, trust_for: TrustFor) -> ArchiveEntry:
     rel = run_dir.relative_to(root).as_posix()
     try:
-        run = read_run(run_dir)
-    except SignoffError as exc:
+        run = read_judged_run(run_dir)
+    except RunDirError as exc:
         return ArchiveEntry(run_dir.parent.name, run_dir.name, rel, "", state="unreadable", detail=str(exc))
     entry = ArchiveEntry(
         env=run.env,
@@ -69,44 +53,39 @@ def archive_entry(root: Path, run_dir: Path, trusted: dict[str, Path]) -> Archiv
         verdict=run.verdict,
         counts=dict(Counter(str(f.status) for f in run.findings)),
     )
-    trusted_key = trusted.get(_signer_fingerprint(run_dir))
-    check = verify_run(run_dir, trusted_key)  # one pass over the files, with the trusted key when there is one
+    check = verify_run(run_dir, trust_for(run.env))
     record = check.record
     if record is None:
-        entry.detail = "" if "not signed" in check.problem else check.problem
-        entry.state = "unsigned" if "not signed" in check.problem else "failed"
+        unsigned = "not signed" in check.problem
+        entry.state, entry.detail = ("unsigned", "") if unsigned else ("failed", check.problem)
         return entry
-    entry.signer = f"{record.get('reviewer', '')} ({record.get('role', '')})"
+    entry.signer = f"{record.get('reviewer', '')} ({record.get('role', '')}) as {record.get('signer', '')}"
     entry.decision = str(record.get("decision", ""))
     entry.signed_at = str(record.get("signed_at", ""))
-    if not check.ok:
-        entry.state, entry.detail = "failed", check.problem
-    elif trusted_key is not None:
-        entry.state, entry.detail = "verified", f"signature valid with trusted key {trusted_key.name}"
+    if check.ok:
+        entry.state, entry.detail = "verified", f"signed by trusted signer {record.get('signer')}"
     else:
-        entry.state, entry.detail = "intact", "files match the signature; signer's key not in the trusted keys"
+        entry.state, entry.detail = "failed", check.problem
     return entry
 
 
-def collect_entries(root: Path, trusted_keys: list[Path] | None = None) -> list[ArchiveEntry]:
-    """Every run under ``root/<env>/<run>/`` (newest first within each environment)."""
-    trusted = _trusted_fingerprints(trusted_keys or [])
-    runs = sorted(root.glob(f"*/*/{FINDINGS_FILE}"), key=lambda p: (p.parent.parent.name, p.parent.name))
-    entries = [archive_entry(root, path.parent, trusted) for path in runs]
+def collect_entries(root: Path, trust_for: TrustFor) -> list[ArchiveEntry]:
+    """Every run under ``root/<env>/<run id>/``, newest first within each environment."""
+    entries = [
+        archive_entry(root, run_dir, trust_for) for env_dir in environments_of(root) for run_dir in runs_of(env_dir)
+    ]
     newest_first = sorted(entries, key=lambda e: e.run, reverse=True)
     return sorted(newest_first, key=lambda e: e.env)
 
 
 _STATE_COLOURS = {
     "verified": STATUS_COLOURS[Status.PASS],
-    "intact": STATUS_COLOURS[Status.MANUAL],
     "unsigned": STATUS_COLOURS[Status.SKIP],
     "failed": STATUS_COLOURS[Status.FAIL],
     "unreadable": STATUS_COLOURS[Status.FAIL],
 }
 _STATE_LABELS = {
     "verified": "verified",
-    "intact": "intact (identity not checked)",
     "unsigned": "not signed",
     "failed": "VERIFY FAILED",
     "unreadable": "unreadable",
@@ -144,18 +123,18 @@ def index_html(entries: list[ArchiveEntry], generated_at: dt.datetime) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>recsys-audit archive</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em}td,th{padding:3px 8px;vertical-align:top}</style>"
         f"</head><body><h1>recsys-audit archive</h1><p>{len(entries)} audits, index written "
-        f"{generated_at:%Y-%m-%d %H:%M} UTC. <em>intact</em>: files match the signature, checked with the key kept in "
-        "the run directory (integrity, not identity); <em>verified</em>: checked with a trusted public key.</p>"
+        f"{generated_at:%Y-%m-%d %H:%M} UTC. <em>verified</em>: signed by a trusted signer (allowed_signers), in its "
+        "place, every file as signed; anything else is not a valid sign-off.</p>"
         f"{body}</body></html>"
     )
 
 
-def write_index(root: Path, trusted_keys: list[Path] | None = None) -> tuple[Path, list[ArchiveEntry]]:
+def write_index(root: Path, trust_for: TrustFor) -> tuple[Path, list[ArchiveEntry]]:
     """Write ``root/index.html`` listing every audit under ``root``; returns its path and the entries."""
     root = Path(root)
-    if not root.is_dir():
-        raise SignoffError(f"{root}: no such archive directory — audits are written to audits/<env>/<timestamp>/")
-    entries = collect_entries(root, trusted_keys)
+    if not root.is_dir() or root.is_symlink():
+        raise SignoffError(f"{root}: no such archive directory — audits are written to audits/<env>/<run id>/")
+    entries = collect_entries(root, trust_for)
     path = root / INDEX_FILE
     path.write_text(index_html(entries, dt.datetime.now(dt.UTC)), encoding="utf-8")
     return path, entries

@@ -1,6 +1,7 @@
 """``recsys-audit``: run audits, list the checks, validate params; other command groups plug in via ``register``.
 
-Exit codes: 0 passed, 1 failing findings, 2 bad params or usage, 3 audit incomplete (see recsys_audit.merge.ExitCode).
+Exit codes of ``run`` (see recsys_audit.judgement): 0 pass, 1 fail, 2 bad params or usage, 3 incomplete, 4 partial;
+with several environments, the one highest in precedence: incomplete > fail > partial > pass.
 Every error is one clear message on stderr — never a traceback (set RECSYS_AUDIT_DEBUG=1 to see one).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys_audit.findings import Severity
-from recsys_audit.merge import ExitCode, counts_by_status
+from recsys_audit.judgement import ExitCode, counts_by_status, overall_exit_code
 from recsys_audit.params import ParamsError
 from recsys_audit.redaction import redact_text
 
@@ -104,13 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.quiet:
             counts = counts_by_status(result.findings)
             summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
-            print(f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary})", file=sys.stderr)
+            line = f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary}; score {result.score_text})"
+            if result.not_evaluated:
+                line += f" — not evaluated: {result.not_evaluated}"
+            print(line, file=sys.stderr)
         print(result.report_path)
-    codes = {result.exit_code for result in results}
-    for code in (ExitCode.INCOMPLETE, ExitCode.FAILED):
-        if code in codes:
-            return int(code)
-    return int(ExitCode.PASSED)
+    return int(overall_exit_code(result.exit_code for result in results))
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -141,12 +141,25 @@ def cmd_checks(args: argparse.Namespace) -> int:
 
 
 def cmd_params_check(args: argparse.Namespace) -> int:
+    """Validate a params file, then its waivers and attestations against the catalog: unknown check ids are errors
+    (exit 2, nearest id suggested); expired waivers and attestations too old to count are warnings (exit 0)."""
+    import datetime as dt
+
+    from recsys_audit import catalog
+    from recsys_audit.judgement import review_params
     from recsys_audit.params import load_params
 
     params = load_params(Path(args.file))
+    sections = _load_catalog(args.catalog) or catalog.sections()
+    known = {check for section in sections for check in section.checks}
+    errors, warnings = review_params(params, known, dt.datetime.now(dt.UTC).date())
+    for warning in warnings:
+        print(f"recsys-audit: warning: {args.file}: {warning}", file=sys.stderr)
+    if errors:
+        raise ParamsError("\n".join(f"{args.file}: {error}" for error in errors))
     print(
         f"{args.file}: ok — environment {params.environment.name}, target {params.target.base_url}, "
-        f"{len(params.waivers)} waiver(s), {len(params.attestations)} attestation(s)"
+        f"{len(params.waivers)} waiver(s), {len(params.attestations)} attestation(s), {len(warnings)} warning(s)"
     )
     return 0
 
@@ -158,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-audit",
         description="Production-readiness audits of recsys-service deployments.",
-        epilog="exit codes: 0 passed, 1 failing findings, 2 bad params or usage, 3 audit incomplete",
+        epilog="exit codes of run: 0 pass, 1 fail (unwaived failure at or above --fail-on), 2 bad params or usage, "
+        "3 incomplete (a notebook failed or a check was not evaluated), 4 partial (--sections left sections out); "
+        "precedence 3 > 1 > 4 > 0. verify: 0 valid sign-off by a trusted signer, 1 otherwise.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -182,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = commands.add_parser("params", help="params file tools")
     params_commands = params.add_subparsers(dest="params_command", metavar="COMMAND", required=True)
-    check = params_commands.add_parser("check", help="validate a params file")
+    check = params_commands.add_parser("check", help="validate a params file, its waivers and attestations")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--catalog", help="module with a custom SECTIONS list (default: the built-in checks)")
     check.set_defaults(handler=cmd_params_check)
 
     for module in PLUGIN_MODULES:

@@ -1,8 +1,13 @@
 """What changed between two audits of one environment: new, resolved and persisting findings, status changes.
 
 A finding is identified across runs by a stable fingerprint of environment and check id. Only problem statuses
-(fail, warn, error, manual) count as findings; pass and skip are "no finding". Attestations are applied first, so a
-manual check attested at sign-off is not a finding, and becomes one again when its attestation expires.
+(fail, warn, error, manual) count as findings; pass and skip are "no finding". Statuses are those the runs were judged
+with (:mod:`recsys_audit.judgement`: at the run, or at its sign-off, attestations recorded then included) — the same
+as in each run's findings.json and report.
+
+"Since the last audit" in a report compares with the newest earlier run of the environment whose sign-off verifies
+with the trusted signers; earlier runs are read with the run directory's rules (nothing followed, nothing special
+opened) and at most ``MAX_EARLIER_RUNS`` of them are examined.
 """
 
 from __future__ import annotations
@@ -15,15 +20,11 @@ from typing import Any
 
 from recsys_audit.display import badge, grid_html
 from recsys_audit.findings import Finding, Status
-from recsys_audit.signoff import (
-    SIGNATURE_FILE,
-    SignoffError,
-    effective_findings,
-    read_record,
-    read_run,
-    verify_run,
-)
+from recsys_audit.judgement import read_judged_run
+from recsys_audit.rundir import RunDirError, earlier_runs, load_recorded_params
+from recsys_audit.signoff import Verification, trusted_signers, verify_run
 
+MAX_EARLIER_RUNS = 20
 PROBLEM_STATUSES = frozenset({Status.FAIL, Status.WARN, Status.ERROR, Status.MANUAL})
 
 
@@ -128,34 +129,39 @@ def diff_findings(env: str, old_run: str, new_run: str, old: list[Finding], new:
 
 
 def diff_runs(old_dir: Path, new_dir: Path) -> AuditDiff:
-    """Compare two run directories of the same environment (attestations applied as of each sign-off)."""
+    """Compare two run directories of the same environment, as each was judged."""
     try:
-        old_run, new_run = read_run(Path(old_dir)), read_run(Path(new_dir))
-        old, new = effective_findings(Path(old_dir)), effective_findings(Path(new_dir))
-    except SignoffError as exc:
+        old_run, new_run = read_judged_run(Path(old_dir)), read_judged_run(Path(new_dir))
+    except RunDirError as exc:
         raise DiffError(str(exc)) from None
     if old_run.env != new_run.env:
         raise DiffError(
             f"{old_dir} audits {old_run.env!r} but {new_dir} audits {new_run.env!r} — compare one environment"
         )
-    return diff_findings(new_run.env, Path(old_dir).name, Path(new_dir).name, old, new)
+    return diff_findings(new_run.env, Path(old_dir).name, Path(new_dir).name, old_run.findings, new_run.findings)
 
 
-def previous_signed_run(run_dir: Path) -> Path | None:
-    """The newest earlier run of the same environment whose sign-off verifies, if any."""
-    run_dir = Path(run_dir).resolve()
-    env = read_run(run_dir).env
-    earlier = sorted(
-        (p for p in run_dir.parent.iterdir() if p.name < run_dir.name and (p / SIGNATURE_FILE).is_file()),
-        reverse=True,
-    )
-    for candidate in earlier:
-        try:
-            if read_run(candidate).env == env and verify_run(candidate).ok:
-                return candidate
-        except SignoffError:
-            continue
-    return None
+@dataclass
+class PreviousRun:
+    run_dir: Path | None  # the newest earlier run whose sign-off verifies, if any
+    verification: Verification | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (run id, why) of newer earlier runs passed over
+    note: str = ""  # why nothing was compared
+
+
+def previous_signed_run(run_dir: Path, allowed_signers: Path | None, limit: int = MAX_EARLIER_RUNS) -> PreviousRun:
+    """The newest of the ``limit`` runs before ``run_dir`` (same environment folder) that verifies with the trusted
+    signers. Without trusted signers nothing is compared: an unverified run is no baseline."""
+    if allowed_signers is None:
+        return PreviousRun(None, note="no trusted signers are configured (environment.allowed_signers)")
+    skipped = []
+    for candidate in earlier_runs(Path(run_dir), limit):
+        check = verify_run(candidate, allowed_signers)
+        if check.ok:
+            return PreviousRun(candidate, check, skipped)
+        if check.signed or "not signed" not in check.problem:
+            skipped.append((candidate.name, check.problem))
+    return PreviousRun(None, skipped=skipped, note=f"none of the {limit} newest earlier runs has a valid sign-off")
 
 
 def _changes_table(title: str, changes: list[Change], show_old: bool) -> str:
@@ -174,24 +180,43 @@ def _changes_table(title: str, changes: list[Change], show_old: bool) -> str:
     return f"<h4>{html.escape(title)}</h4>" + grid_html(["status", "check", "severity", "title", "fingerprint"], rows)
 
 
-def since_last_audit_html(run_dir: Path) -> str:
+def _trust_of(run_dir: Path) -> Path | None:
+    """The trusted signers the run's own recorded params name (the audit's configuration)."""
+    try:
+        run = read_judged_run(run_dir)
+        return trusted_signers(load_recorded_params(run_dir, run.document))
+    except RunDirError:
+        return None
+
+
+def since_last_audit_html(run_dir: Path, allowed_signers: Path | None = None) -> str:
     """Static HTML for the report: the diff against the previous signed audit of the environment."""
     run_dir = Path(run_dir)
+    previous = previous_signed_run(run_dir, allowed_signers or _trust_of(run_dir))
+    skipped = "".join(
+        f"<li><code>{html.escape(name)}</code>: {html.escape(problem)}</li>" for name, problem in previous.skipped
+    )
+    skipped_html = f"<p>Earlier runs passed over (sign-off does not verify):</p><ul>{skipped}</ul>" if skipped else ""
+    if previous.run_dir is None:
+        return (
+            f"<div class='ra-diff'><p>No earlier signed audit of this environment to compare with: "
+            f"{html.escape(previous.note)}.</p>{skipped_html}</div>"
+        )
     try:
-        previous = previous_signed_run(run_dir)
-        if previous is None:
-            return "<div class='ra-diff'><p>No earlier signed audit of this environment.</p></div>"
-        result = diff_runs(previous, run_dir)
-        record = read_record(previous) or {}
-    except (DiffError, SignoffError, OSError) as exc:
-        return f"<div class='ra-diff'><p>Not compared: {html.escape(str(exc))}</p></div>"
+        result = diff_runs(previous.run_dir, run_dir)
+    except DiffError as exc:
+        return f"<div class='ra-diff'><p>Not compared: {html.escape(str(exc))}</p>{skipped_html}</div>"
     counts = result.counts()
-    signer = html.escape(f"{record.get('reviewer', '?')} on {record.get('signed_at', '?')}")
+    record = (previous.verification.record if previous.verification else None) or {}
+    signer = html.escape(
+        f"{record.get('reviewer', '?')} ({record.get('signer', '?')}) on {record.get('signed_at', '?')}"
+    )
     return (
         f"<div class='ra-diff'><p><strong>Since last audit: {counts['new']} new, "
         f"{counts['resolved']} resolved</strong>, "
         f"{counts['persisting']} persisting, {counts['status_changes']} status changes — compared with "
-        f"<code>{html.escape(previous.name)}</code> (signed by {signer}).</p>"
+        f"<code>{html.escape(previous.run_dir.name)}</code> (signed by {signer}).</p>"
+        + skipped_html
         + _changes_table("New findings", result.new, show_old=False)
         + _changes_table("Resolved findings", result.resolved, show_old=True)
         + _changes_table("Persisting findings", result.persisting, show_old=False)

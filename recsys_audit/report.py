@@ -11,14 +11,15 @@ from __future__ import annotations
 import functools
 import html
 import importlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recsys_audit import judgement
 from recsys_audit.display import finding_html, findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
+from recsys_audit.rundir import REPORT_FILE
 
 ASSETS = Path(__file__).parent / "report_assets"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src 'none'; script-src 'none'"
@@ -80,14 +81,14 @@ class NotebookRenderer:
 # --- summary ---------------------------------------------------------------------------------------------------
 
 
-def _optional_html(module: str, function: str, run_dir: Path) -> str | None:
+def _optional_html(module: str, function: str, run_dir: Path, **options: Any) -> str | None:
     """HTML from an optional companion module (sign-off, diff); None if it is not installed."""
     try:
         render = getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError):
         return None
     try:
-        return render(run_dir)
+        return render(run_dir, **options)
     except Exception as exc:  # a broken companion must not cost the report
         return f'<p class="ra-muted">{html.escape(module)} could not render: {html.escape(str(exc))}</p>'
 
@@ -97,7 +98,6 @@ def _esc(value: Any) -> str:
 
 
 def _meta_html(doc: dict[str, Any]) -> str:
-    score = doc.get("score")
     rows = [
         ("environment", doc["env"]),
         ("target", doc.get("target", "")),
@@ -106,8 +106,9 @@ def _meta_html(doc: dict[str, Any]) -> str:
         ("finished", doc["finished_at"]),
         ("run time", f"{doc.get('duration_s', 0):.1f} s"),
         ("fail on", f"{doc.get('fail_on', '')} and above"),
-        ("params", f"{doc.get('params_file', '')} (sha256 {doc['params_sha256'][:16]}…)"),
-        ("score", "n/a" if score is None else f"{score:.0%} of evaluated checks pass"),
+        ("params", f"{doc.get('params_file', '')} (merged copy params.yaml, sha256 {doc['params_sha256'][:16]}…)"),
+        ("judged on", doc.get("judged_on", "")),
+        ("score", judgement.score_text(doc)),
     ]
     body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="ra-meta">{body}</table>'
@@ -130,6 +131,9 @@ def _sections_html(doc: dict[str, Any]) -> str:
             f"{run.get('seconds', 0):.1f} s",
         ]
         rows.append(cells)
+    for section in doc.get("sections_not_run", []):
+        title = f"{section['number']}. {_esc(section['title'])}"
+        rows.append([title, *("—" for _ in statuses), "<strong>not run</strong> (--sections)", ""])
     return grid_html(["section", *statuses, "notebook", "time"], rows)
 
 
@@ -160,10 +164,10 @@ def _waivers_html(doc: dict[str, Any]) -> str:
     if attestations:
         parts.append(
             grid_html(
-                ["check", "state", "by", "date", "evidence", "note"],
+                ["check", "state", "source", "by", "date", "evidence", "note"],
                 [
                     [
-                        *(_esc(a[key]) for key in ("check", "state", "by", "date")),
+                        *(_esc(a.get(key)) for key in ("check", "state", "source", "by", "date")),
                         f"<code>{_esc(a['evidence_url'])}</code>",
                         _esc(a["note"]),
                     ]
@@ -176,18 +180,31 @@ def _waivers_html(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _summary_html(doc: dict[str, Any], findings: list[Finding], run_dir: Path) -> str:
+def _banner_html(doc: dict[str, Any]) -> str:
+    """Says loudly what a partial or incomplete run did not evaluate: such a run is never a pass."""
+    missing = judgement.not_evaluated_text(doc)
+    if doc.get("completeness", {}).get("complete", False) or not missing:
+        return ""
+    kind = "incomplete" if doc.get("verdict") == "incomplete" else "partial"
+    headline = {"incomplete": "Incomplete audit", "partial": "Partial audit"}[kind]
+    return (
+        f'<div class="ra-banner ra-banner-{kind}"><p><strong>{headline} — not a pass.</strong> '
+        f"Not evaluated: {_esc(missing)}.</p></div>"
+    )
+
+
+def _summary_html(doc: dict[str, Any], findings: list[Finding], run_dir: Path, allowed_signers: Path | None) -> str:
     verdict = doc["verdict"]
-    score = doc.get("score")
     signoff = _optional_html("recsys_audit.signoff", "signoff_block_html", run_dir)
-    since_last = _optional_html("recsys_audit.diff", "since_last_audit_html", run_dir)
+    since_last = _optional_html("recsys_audit.diff", "since_last_audit_html", run_dir, allowed_signers=allowed_signers)
     by_status = {status: [f for f in findings if f.status == status] for status in Status}
     return "".join(
         [
             f"<h1>Production-readiness audit — {_esc(doc['env'])}</h1>",
             f'<p><span class="ra-verdict ra-verdict-{_esc(verdict)}">{_esc(verdict)}</span>',
-            f'<span class="ra-score">score {"n/a" if score is None else f"{score:.0%}"}</span>',
+            f'<span class="ra-score">score {_esc(judgement.score_text(doc))}</span>',
             f' <span class="ra-muted">exit code {doc["exit_code"]}</span></p>',
+            _banner_html(doc),
             _meta_html(doc),
             '<h2 id="signoff">Sign-off</h2>',
             f'<div class="ra-signoff">{signoff or "<p><strong>Not signed.</strong></p>"}</div>',
@@ -220,10 +237,12 @@ def _section_html(
     )
 
 
-def report_html(run_dir: Path) -> str:
-    """The whole report page for a run directory (reads findings.json and notebooks/*.ipynb only)."""
-    doc = json.loads((run_dir / "findings.json").read_text(encoding="utf-8"))
-    findings = [Finding.from_dict(f) for f in doc["findings"]]
+def report_html(run_dir: Path, allowed_signers: Path | None = None) -> str:
+    """The whole report page for a run directory (reads findings.json and notebooks/*.ipynb only). "Since the last
+    audit" compares with the newest earlier run whose sign-off verifies with ``allowed_signers`` (default: the one
+    the run's params name)."""
+    run = judgement.read_judged_run(run_dir)
+    doc, findings = run.document, run.findings
     renderer = functools.cache(NotebookRenderer)  # created on the first notebook, then shared
     css = (ASSETS / "report.css").read_text(encoding="utf-8")
     try:
@@ -239,17 +258,17 @@ def report_html(run_dir: Path) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_esc(title)}</title><style>{css}</style></head><body>"
-        f"<main>{_summary_html(doc, findings, run_dir)}{sections}</main>"
+        f"<main>{_summary_html(doc, findings, run_dir, allowed_signers)}{sections}</main>"
         f"<footer class='ra-muted'><p>recsys-audit {_esc(doc['kit_version'])} · run {_esc(run_dir.name)}</p></footer>"
         "</body></html>\n"
     )
 
 
-def render_report(run_dir: Path) -> Path:
+def render_report(run_dir: Path, allowed_signers: Path | None = None) -> Path:
     """(Re-)render ``run_dir/report.html`` from the run directory's files; returns its path."""
     run_dir = Path(run_dir)
-    path = run_dir / "report.html"
+    path = run_dir / REPORT_FILE
     temporary = path.with_suffix(".html.tmp")
-    temporary.write_text(report_html(run_dir), encoding="utf-8")
+    temporary.write_text(report_html(run_dir, allowed_signers), encoding="utf-8")
     os.replace(temporary, path)
     return path

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -29,13 +29,12 @@ from typing import TextIO
 
 import recsys_audit
 from recsys_audit import catalog as check_catalog
-from recsys_audit import merge
+from recsys_audit import judgement, merge, rundir
 from recsys_audit.catalog import Section
-from recsys_audit.findings import Finding, Severity, read_findings
+from recsys_audit.findings import Finding, Severity
 from recsys_audit.params import Params, ParamsError, load_params, walk_secrets
 from recsys_audit.redaction import redact_json, redact_text
 
-SCHEMA_VERSION = 1
 NOTEBOOKS_ENV = "RECSYS_AUDIT_NOTEBOOKS"
 KERNEL_START_TIMEOUT_S = 60
 
@@ -63,6 +62,8 @@ class AuditResult:
     exit_code: int
     notebooks: list[NotebookRun] = field(default_factory=list)
     verdict: str = ""
+    not_evaluated: str = ""  # what the run did not evaluate, in words ("" when complete)
+    score_text: str = ""  # the score as displayed
 
     @property
     def report_path(self) -> Path:
@@ -76,6 +77,7 @@ class _PreparedAudit:
     env: str
     run_dir: Path
     sections: list[Section]
+    sections_not_run: list[Section]
     notebooks_dir: Path
     started_at: dt.datetime
     runs: list[NotebookRun] = field(default_factory=list)
@@ -110,9 +112,8 @@ def _select_sections(catalog: list[Section], wanted: Sequence[int] | None) -> li
 
 
 def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime) -> Path:
-    safe_env = re.sub(r"[^A-Za-z0-9._-]", "_", env) or "env"
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
-    parent = out_dir / safe_env
+    parent = out_dir / rundir.env_folder(env)
     parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
         candidate = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
@@ -279,70 +280,69 @@ def _prepare(
     params_path: Path,
     params: Params,
     chosen: list[Section],
+    catalog: list[Section],
     out_dir: Path,
     notebooks_dir: Path,
 ) -> _PreparedAudit:
     _register_secrets(params)
     started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     run_dir = _new_run_dir(Path(out_dir), params.environment.name, started_at)
-    (run_dir / "notebooks").mkdir()
-    (run_dir / "findings").mkdir()
-    shutil.copyfile(params_path, run_dir / "params.yaml")
-    for number, fragment in enumerate(_included_fragments(params), start=1):
-        copies = run_dir / "params-include"
-        copies.mkdir(exist_ok=True)
-        shutil.copyfile(fragment, copies / f"{number:02d}-{fragment.name}")
+    (run_dir / rundir.NOTEBOOKS_DIR).mkdir()
+    (run_dir / rundir.FINDINGS_DIR).mkdir()
+    # The merged params (fragments folded in, secrets as references): what sign-off, diff and the widgets judge by.
+    (run_dir / rundir.PARAMS_FILE).write_text(rundir.recorded_params_yaml(params), encoding="utf-8")
+    numbers = {s.number for s in chosen}
+    not_run = sorted((s for s in catalog if s.number not in numbers), key=lambda s: s.number)
     return _PreparedAudit(
-        params, Path(params_path).resolve(), params.environment.name, run_dir, chosen, notebooks_dir, started_at
+        params,
+        Path(params_path).resolve(),
+        params.environment.name,
+        run_dir,
+        chosen,
+        not_run,
+        notebooks_dir,
+        started_at,
     )
 
 
-def _included_fragments(params: Params) -> list[Path]:
-    """The params fragments folded into the file (``include``): part of the run's record like the file itself."""
-    return [params.path(entry) for entry in params.include]
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
     from recsys_audit.junit import write_junit
     from recsys_audit.report import render_report
-    from recsys_audit.signoff import sha256_file
 
-    today = dt.datetime.now(dt.UTC).date()
-    recorded = [f for path in sorted((audit.run_dir / "findings").glob("*.jsonl")) for f in read_findings(path)]
+    recorded = merge.recorded_findings(audit.run_dir / rundir.FINDINGS_DIR)
     failures = {run.name: run.error or run.status for run in audit.runs if run.status != "ok"}
-    findings = merge.complete_findings(recorded, audit.sections, failures)
-    merge.apply_attestations(findings, audit.params, today)
-    merge.apply_waivers(findings, audit.params, today)
-    findings = [Finding.from_dict(redact_json(f.to_dict())) for f in findings]
-    outcome = merge.verdict(findings, fail_on, notebook_failed=bool(failures))
+    observed = merge.complete_findings(recorded, audit.sections, failures)
+    observed = [Finding.from_dict(redact_json(f.to_dict())) for f in observed]
+    scope = judgement.Scope(
+        fail_on=fail_on,
+        sections=[_section_row(s) for s in audit.sections],
+        sections_not_run=[_section_row(s) for s in audit.sections_not_run],
+        notebooks=[asdict(run) for run in sorted(audit.runs, key=lambda r: r.name)],
+    )
+    judged = judgement.judge(observed, audit.params, scope, audit.started_at.date())
     finished_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     document = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": judgement.SCHEMA_VERSION,
         "kit_version": recsys_audit.__version__,
         "env": audit.env,
+        "run": audit.run_dir.name,
         "target": audit.params.target.base_url,
         "params_file": str(audit.params_path),
-        "params_sha256": sha256_file(audit.params_path),
-        "params_includes": [
-            {"path": str(path), "sha256": sha256_file(path)} for path in _included_fragments(audit.params)
-        ],
+        "params_file_sha256": _sha256(audit.params_path),
+        "params_includes": [{"path": str(path), "sha256": _sha256(path)} for path in _included_fragments(audit.params)],
+        "params_sha256": _sha256(audit.run_dir / rundir.PARAMS_FILE),
         "started_at": audit.started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "duration_s": round((finished_at - audit.started_at).total_seconds(), 3),
-        "fail_on": str(fail_on),
-        "verdict": outcome.label,
-        "exit_code": int(outcome.exit_code),
-        "blocking": outcome.blocking,
-        "score": merge.score(findings),
-        "counts": {"by_status": merge.counts_by_status(findings), "by_section": merge.counts_by_section(findings)},
-        "sections": [{"number": s.number, "title": s.title, "notebook": s.notebook} for s in audit.sections],
-        "notebooks": [asdict(run) for run in sorted(audit.runs, key=lambda r: r.name)],
-        "waivers": merge.waiver_report(findings, audit.params, today),
-        "attestations": merge.attestation_report(findings, audit.params, today),
-        "findings": [f.to_dict() for f in findings],
+        **scope.to_document(),
+        **judged.document_fields(),
     }
     document = redact_json(document)
-    (audit.run_dir / "findings.json").write_text(
+    (audit.run_dir / rundir.FINDINGS_FILE).write_text(
         json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
     )
     write_junit(audit.run_dir)
@@ -350,11 +350,22 @@ def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
     return AuditResult(
         audit.env,
         audit.run_dir,
-        findings,
-        int(outcome.exit_code),
+        judged.findings,
+        int(judged.exit_code),
         sorted(audit.runs, key=lambda r: r.name),
-        outcome.label,
+        judged.verdict,
+        judgement.not_evaluated_text(document),
+        judgement.score_text(document),
     )
+
+
+def _section_row(section: Section) -> dict[str, object]:
+    return {"number": section.number, "title": section.title, "notebook": section.notebook}
+
+
+def _included_fragments(params: Params) -> list[Path]:
+    """The params fragments folded into the file (``include``), recorded in findings.json with their SHA-256."""
+    return [params.path(entry) for entry in params.include]
 
 
 class _AbandonedPollFilter(logging.Filter):
@@ -398,7 +409,7 @@ def run_many(
     chosen_catalog = catalog if catalog is not None else check_catalog.sections()
     loaded = [(Path(p), load_params(p)) for p in params_paths]  # validate all before creating any run directory
     chosen = _select_sections(chosen_catalog, sections)
-    audits = [_prepare(path, params, chosen, Path(out_dir), folder) for path, params in loaded]
+    audits = [_prepare(path, params, chosen, chosen_catalog, Path(out_dir), folder) for path, params in loaded]
     tasks = [(audit, section) for audit in audits for section in audit.sections]
     multi_env = len(audits) > 1
     labels = [f"{a.env}/{s.notebook}" if multi_env else s.notebook for a, s in tasks]

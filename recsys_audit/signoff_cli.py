@@ -1,6 +1,7 @@
 """Subcommands ``sign``, ``verify``, ``keygen``, ``diff`` and ``archive`` of ``recsys-audit``.
 
-Exit codes: 0 success; 1 verification failed; 2 the command could not be carried out (bad input, refused sign-off).
+Exit codes: 0 success; 1 verification failed (verify: the run is not a valid sign-off by a trusted signer; archive:
+at least one signed run fails verification); 2 the command could not be carried out (bad input, refused sign-off).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from recsys_audit.signoff import DECISIONS, INTEGRITY_ONLY_NOTE, SignoffError
+from recsys_audit.judgement import DECISIONS
+from recsys_audit.signoff import SignoffError
 
 
 def _error(command: str, message: str) -> int:
@@ -18,8 +20,23 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
+def environment_trust(env_or_params: str) -> Path | None:
+    """The allowed_signers file that the params of an environment (``params/ENV.yaml``, or a params file) name.
+
+    Loaded through the params loader without resolving secrets: verifying needs none. None when there are no such
+    params or they name no allowed_signers."""
+    from recsys_audit.cli import CliError, resolve_params
+    from recsys_audit.params import ParamsError, load_params
+    from recsys_audit.signoff import trusted_signers
+
+    try:
+        return trusted_signers(load_params(resolve_params(env_or_params), resolve_secrets=False))
+    except (CliError, ParamsError):
+        return None
+
+
 def sign_command(args: argparse.Namespace) -> int:
-    from recsys_audit.signoff import attestation_valid, sign_run, signed_on
+    from recsys_audit.signoff import sign_run
 
     try:
         record = sign_run(
@@ -28,54 +45,62 @@ def sign_command(args: argparse.Namespace) -> int:
             role=args.role,
             decision=args.decision,
             key_path=Path(args.key),
+            signer=args.signer,
+            accept=args.accept,
             comment=args.comment,
             attest=args.attest,
-            params_path=Path(args.params) if args.params else None,
+            allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+            prompt_at_terminal=sys.stdin.isatty(),
             replace_existing=args.replace,
         )
     except SignoffError as exc:
         return _error("sign", str(exc))
+    accepted = f", accepting {' '.join(record['accepted'])}" if record["accepted"] else ""
     print(
-        f"signed {args.run_dir}: {record['decision']} by {record['reviewer']} ({record['role']}) at "
-        f"{record['signed_at']}, key {record['key_fingerprint']}, {len(record['files'])} files"
+        f"signed {args.run_dir}: {record['decision']}{accepted} by {record['reviewer']} ({record['role']}) as "
+        f"{record['signer']} at {record['signed_at']}, key {record['key_fingerprint']}, verdict {record['verdict']}, "
+        f"{len(record['files'])} files"
     )
-    for attestation in record["attestations"]:
-        if not attestation_valid(attestation, record["attestation_max_age_days"], signed_on(record)):
-            print(
-                f"warning: attestation of {attestation['check']} dated {attestation['date']} is older than "
-                f"{record['attestation_max_age_days']} days — the check stays manual",
-                file=sys.stderr,
-            )
     return 0
 
 
 def verify_command(args: argparse.Namespace) -> int:
     from recsys_audit.signoff import verify_run
 
-    result = verify_run(Path(args.run_dir), Path(args.pubkey) if args.pubkey else None)
+    run_dir = Path(args.run_dir)
+    if args.allowed_signers:
+        trust: Path | None = Path(args.allowed_signers)
+    else:
+        trust = environment_trust(args.params or run_dir.absolute().parent.name)
+    result = verify_run(run_dir, trust)
     if not result.ok:
         print(f"verify FAILED: {args.run_dir}: {result.problem}")
         return 1
     record = result.record or {}
     print(
-        f"verified {args.run_dir}: {len(record.get('files', {}))} files, signed by {record.get('reviewer')} "
-        f"({record.get('role')}) at {record.get('signed_at')}, decision {record.get('decision')}, "
+        f"verified {args.run_dir}: {record.get('environment')} run {record.get('run')}, "
+        f"{len(record.get('files', {}))} files, signed by {record.get('reviewer')} ({record.get('role')}) as trusted "
+        f"signer {record.get('signer')} at {record.get('signed_at')}, decision {record.get('decision')}, "
         f"key {record.get('key_fingerprint')}"
     )
-    if result.key_source != "given":
-        print(f"note: {INTEGRITY_ONLY_NOTE}")
     return 0
 
 
 def keygen_command(args: argparse.Namespace) -> int:
-    from recsys_audit.signoff import generate_key_pair
+    from recsys_audit.signatures import SignatureError, generate_key
 
+    if not args.no_passphrase and not sys.stdin.isatty():
+        return _error(
+            "keygen", "ssh-keygen asks for the passphrase at a terminal — run it in one, or pass --no-passphrase"
+        )
     try:
-        public_path, fingerprint = generate_key_pair(Path(args.path))
-    except (SignoffError, OSError) as exc:
+        key = generate_key(Path(args.path), args.principal, passphrase="" if args.no_passphrase else None)
+    except (SignatureError, OSError) as exc:
         return _error("keygen", str(exc))
     print(
-        f"private key: {args.path} (mode 0600, keep it secret)\npublic key:  {public_path}\nfingerprint: {fingerprint}"
+        f"private key: {args.path} (mode 0600, keep it secret)\npublic key:  {args.path}.pub\n"
+        f"fingerprint: {key.fingerprint}\n"
+        f"add this line to the allowed_signers file that verifiers trust:\n{key.allowed_signers_line(args.principal)}"
     )
     return 0
 
@@ -94,23 +119,37 @@ def diff_command(args: argparse.Namespace) -> int:
 def archive_command(args: argparse.Namespace) -> int:
     from recsys_audit.archive import write_index
 
+    given = Path(args.allowed_signers) if args.allowed_signers else None
     try:
-        path, entries = write_index(Path(args.dir), [Path(k) for k in args.pubkey])
+        path, entries = write_index(Path(args.dir), lambda env: given or environment_trust(env))
     except SignoffError as exc:
         return _error("archive", str(exc))
     failed = [e for e in entries if e.state in {"failed", "unreadable"}]
     print(f"wrote {path}: {len(entries)} audits, {len(failed)} failing verification")
-    return 0
+    return 1 if failed else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the sign-off subcommands to the ``recsys-audit`` parser."""
-    sign = subparsers.add_parser("sign", help="sign an audit run (reviewer, decision, Ed25519 signature)")
+    trust_help = "allowed_signers file of trusted reviewers (default: environment.allowed_signers of the params)"
+    sign = subparsers.add_parser("sign", help="sign an audit run (reviewer, decision, SSH signature)")
     sign.add_argument("run_dir", metavar="RUN_DIR")
     sign.add_argument("--reviewer", required=True, help="who signs (must not be the environment owner)")
     sign.add_argument("--role", required=True, help="the reviewer's role, e.g. 'SRE lead'")
     sign.add_argument("--decision", required=True, choices=DECISIONS)
-    sign.add_argument("--key", required=True, help="Ed25519 private key (from 'recsys-audit keygen')")
+    sign.add_argument(
+        "--accept",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="approve-with-exceptions: every failing or erroring finding id the reviewer accepts",
+    )
+    sign.add_argument(
+        "--key", required=True, help="Ed25519 private key file (ssh-keygen format), or KEY.pub of a key in ssh-agent"
+    )
+    sign.add_argument("--signer", help="your principal in allowed_signers (default: the key's comment)")
+    sign.add_argument("--allowed-signers", help=trust_help)
     sign.add_argument("--comment", default="")
     sign.add_argument(
         "--attest",
@@ -119,17 +158,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECK_ID=URL@YYYY-MM-DD",
         help="attest a manual check with evidence URL and date (repeatable)",
     )
-    sign.add_argument("--params", help="the audit's params file, when findings.json does not name it")
     sign.add_argument("--replace", action="store_true", help="replace an existing sign-off")
     sign.set_defaults(handler=sign_command)
 
-    verify = subparsers.add_parser("verify", help="check a run's signature and every file it covers")
+    verify = subparsers.add_parser("verify", help="check a run's sign-off: trusted signer, location, every entry")
     verify.add_argument("run_dir", metavar="RUN_DIR")
-    verify.add_argument("--pubkey", help="the reviewer's public key (without it: integrity only, not identity)")
+    verify.add_argument("--allowed-signers", help=trust_help)
+    verify.add_argument(
+        "--params", metavar="ENV_OR_FILE", help="whose allowed_signers to trust (default: the run's environment folder)"
+    )
     verify.set_defaults(handler=verify_command)
 
-    keygen = subparsers.add_parser("keygen", help="create an Ed25519 key pair for signing audits")
-    keygen.add_argument("path", nargs="?", default="signing.key", help="private key path; public key: PATH.pub")
+    keygen = subparsers.add_parser("keygen", help="create an Ed25519 SSH key pair for signing audits (ssh-keygen)")
+    keygen.add_argument("path", metavar="PATH", help="private key path; public key: PATH.pub")
+    keygen.add_argument("--principal", required=True, help="your name in allowed_signers, e.g. an e-mail address")
+    keygen.add_argument("--no-passphrase", action="store_true", help="no passphrase (default: ssh-keygen asks)")
     keygen.set_defaults(handler=keygen_command)
 
     diff = subparsers.add_parser("diff", help="new, resolved and persisting findings between two runs")
@@ -138,9 +181,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--json", action="store_true", help="print JSON instead of text")
     diff.set_defaults(handler=diff_command)
 
-    archive = subparsers.add_parser("archive", help="write DIR/index.html listing every audit")
+    archive = subparsers.add_parser("archive", help="write DIR/index.html listing and verifying every audit")
     archive.add_argument("dir", metavar="DIR", nargs="?", default="audits")
-    archive.add_argument("--pubkey", action="append", default=[], help="a trusted reviewer public key (repeatable)")
+    archive.add_argument("--allowed-signers", help="allowed_signers for every environment (default: each one's params)")
     archive.set_defaults(handler=archive_command)
 
 

@@ -2,12 +2,15 @@
 
 In a live frontend they are interactive ipywidgets. Executed headless (papermill, nbconvert), a widget cannot render,
 so :func:`show` also displays a static HTML table, and the widget's plain-text fallback says what it is.
-The sign-off form calls :func:`recsys_audit.signoff.sign_run`, exactly as ``recsys-audit sign`` does.
+Findings are shown as the run was judged (:mod:`recsys_audit.judgement`: at the run, or at its sign-off), exactly as
+in its findings.json and report. The sign-off form calls :func:`recsys_audit.signoff.sign_run`, exactly as
+``recsys-audit sign`` does.
 """
 
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +19,9 @@ import ipywidgets as w
 
 from recsys_audit.display import findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
-from recsys_audit.signoff import (
-    DECISIONS,
-    FINDINGS_FILE,
-    SIGNATURE_FILE,
-    SignoffError,
-    effective_findings,
-    read_run,
-    sign_run,
-    verify_run,
-)
+from recsys_audit.judgement import DECISIONS, read_judged_run
+from recsys_audit.rundir import SIGNATURE_FILE, RunDirError, environments_of, load_recorded_params, runs_of
+from recsys_audit.signoff import SignoffError, sign_run, trusted_signers, verify_run
 
 ALL = "all"
 
@@ -66,21 +62,21 @@ def find_folder(name: str, start: Path | None = None) -> Path:
 def list_environments(params_dir: Path, audits_dir: Path) -> list[str]:
     """Environments with a params file (examples excluded) or with audits."""
     from_params = {p.stem for p in params_dir.glob("*.yaml") if not p.name.endswith(".example.yaml")}
-    from_audits = {p.name for p in audits_dir.glob("*") if p.is_dir()}
+    from_audits = {p.name for p in environments_of(audits_dir)}
     return sorted(from_params | from_audits)
 
 
 def list_runs(audits_dir: Path, env: str) -> list[Path]:
-    """Run directories of an environment, newest first."""
-    return sorted((p.parent for p in (audits_dir / env).glob(f"*/{FINDINGS_FILE}")), key=lambda p: p.name, reverse=True)
+    """Run directories of an environment, newest first (never through a symlink)."""
+    return runs_of(audits_dir / env)
 
 
 def _run_label(run_dir: Path) -> str:
     try:
-        verdict = read_run(run_dir).verdict
-    except SignoffError:
+        verdict = read_judged_run(run_dir).verdict
+    except RunDirError:
         verdict = "unreadable"
-    signed = "signed" if (run_dir / SIGNATURE_FILE).is_file() else "unsigned"
+    signed = "signature present" if os.path.lexists(run_dir / SIGNATURE_FILE) else "unsigned"
     return f"{run_dir.name} — {verdict}, {signed}"
 
 
@@ -143,7 +139,7 @@ class EnvironmentPicker:
 
 
 class FindingsExplorer:
-    """Filter a run's findings (attestations applied) by section, status and severity."""
+    """Filter a run's judged findings by section, status and severity."""
 
     def __init__(self, run_dir: Path | None = None) -> None:
         self.findings: list[Finding] = []
@@ -159,7 +155,7 @@ class FindingsExplorer:
             self.load(run_dir)
 
     def load(self, run_dir: Path) -> None:
-        self.findings = effective_findings(Path(run_dir))
+        self.findings = read_judged_run(Path(run_dir)).findings
         sections = sorted({f.section for f in self.findings})
         self.section.options = [(ALL, ALL)] + [(str(n), str(n)) for n in sections]
         self.section.value = ALL
@@ -197,14 +193,19 @@ class SignoffForm:
         self.reviewer = w.Text(description="Reviewer")
         self.role = w.Text(description="Role")
         self.decision = w.Dropdown(options=DECISIONS, value=DECISIONS[0], description="Decision")
-        self.key = w.Text(description="Private key", placeholder="path to the Ed25519 key")
+        self.accept = w.Text(description="Accept", placeholder="approve-with-exceptions: every failing/erroring id")
+        self.key = w.Text(description="Key", placeholder="Ed25519 private key, or KEY.pub held by ssh-agent")
+        self.passphrase = w.Password(description="Passphrase", placeholder="only for a protected key file")
+        self.signer = w.Text(description="Signer", placeholder="principal in allowed_signers (default: key comment)")
+        self.allowed_signers = w.Text(description="Trusted", placeholder="allowed_signers (default: from params)")
         self.comment = w.Textarea(description="Comment")
         self.attest = w.Textarea(description="Attest", placeholder="CHECK_ID=URL@YYYY-MM-DD, one per line")
         self.replace = w.Checkbox(description="replace an existing sign-off", value=False)
         self.button = w.Button(description="Sign", button_style="primary")
         self.result = w.HTML()
         self.button.on_click(lambda _: self.submit())
-        fields = [self.reviewer, self.role, self.decision, self.key, self.comment, self.attest, self.replace]
+        fields = [self.reviewer, self.role, self.decision, self.accept, self.key, self.passphrase, self.signer]
+        fields += [self.allowed_signers, self.comment, self.attest, self.replace]
         self.widget = w.VBox([*fields, self.button, self.result])
 
     def load(self, run_dir: Path) -> None:
@@ -216,6 +217,7 @@ class SignoffForm:
         if self.run_dir is None:
             self.result.value = "<p style='color:#cf222e'>Pick a run first.</p>"
             return None
+        given = Path(self.allowed_signers.value).expanduser() if self.allowed_signers.value.strip() else None
         try:
             record = sign_run(
                 self.run_dir,
@@ -223,17 +225,28 @@ class SignoffForm:
                 role=self.role.value,
                 decision=self.decision.value,
                 key_path=Path(self.key.value).expanduser(),
+                signer=self.signer.value.strip() or None,
+                accept=self.accept.value.replace(",", " ").split(),
                 comment=self.comment.value,
                 attest=[line.strip() for line in self.attest.value.splitlines() if line.strip()],
+                allowed_signers=given,
+                passphrase=self.passphrase.value or None,
                 replace_existing=self.replace.value,
             )
         except SignoffError as exc:
             self.result.value = f"<p style='color:#cf222e'>Not signed: {html.escape(str(exc))}</p>"
             return None
-        check = verify_run(self.run_dir)
+        finally:
+            self.passphrase.value = ""
+        try:
+            run = read_judged_run(self.run_dir)
+            trust = trusted_signers(load_recorded_params(self.run_dir, run.document), given)
+        except RunDirError:
+            trust = given
+        check = verify_run(self.run_dir, trust)
         state = "verified" if check.ok else f"verify FAILED: {check.problem}"
-        summary = f"{record['decision']} by {record['reviewer']}, key {record['key_fingerprint']} — {state}"
-        self.result.value = f"<p style='color:#1a7f37'>Signed: {html.escape(summary)}</p>"
+        summary = f"{record['decision']} by {record['reviewer']} as {record['signer']}, key {record['key_fingerprint']}"
+        self.result.value = f"<p style='color:#1a7f37'>Signed: {html.escape(summary)} — {html.escape(state)}</p>"
         return record
 
     def static_html(self) -> str:

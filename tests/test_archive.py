@@ -1,4 +1,5 @@
-"""The archive index: every audit per environment with verdict, counts, signer and verification, linked offline."""
+"""The archive index: every audit per environment with verdict, counts, signer and verification (the same trust rules
+as verify), linked offline."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_signoff import REVIEWER, STATUSES, build_run, write_params
+from run_fixtures import REVIEWER, build_run, make_signer, write_allowed_signers, write_params
+from test_signoff import STATUSES
 
 from recsys_audit.archive import collect_entries
-from recsys_audit.signoff import generate_key_pair, sign_run
+from recsys_audit.signoff import sign_run
 from recsys_audit.signoff_cli import main
 
 
@@ -44,38 +46,45 @@ class _Rows(HTMLParser):
 @pytest.fixture
 def archive(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "audits"
-    staging = write_params(tmp_path / "params", "staging")
-    production = write_params(tmp_path / "params", "production")
-    trusted, other = tmp_path / "rita.key", tmp_path / "sam.key"
-    generate_key_pair(trusted)
-    generate_key_pair(other)
+    rita, sam = make_signer(tmp_path / "keys"), make_signer(tmp_path / "keys", "sam@example.com")
+    trusted = write_allowed_signers(tmp_path / "trusted", rita)  # what the archive's reader trusts
+    sams_own = write_allowed_signers(tmp_path / "sams_own", sam)
+    staging = write_params(tmp_path / "params", "staging", allowed_signers=trusted)
+    production = write_params(tmp_path / "params", "production", allowed_signers=sams_own)
     signed = build_run(root, staging, "20250301T100000Z", STATUSES)
-    sign_run(signed, reviewer=REVIEWER, role="SRE lead", decision="approve", key_path=trusted)
+    sign_run(signed, reviewer=REVIEWER, role="SRE lead", decision="reject", key_path=rita.key)
     build_run(root, staging, "20250302T100000Z", STATUSES)  # not signed
     tampered = build_run(root, staging, "20250303T100000Z", STATUSES)
-    sign_run(tampered, reviewer=REVIEWER, role="SRE lead", decision="reject", key_path=trusted)
+    sign_run(tampered, reviewer=REVIEWER, role="SRE lead", decision="reject", key_path=rita.key)
     (tampered / "findings.json").write_text((tampered / "findings.json").read_text().replace('"fail"', '"pass"'))
-    prod = build_run(root, production, "20250301T120000Z", {"db.rls-enabled": "pass"})
-    sign_run(prod, reviewer="Sam", role="SecEng", decision="approve", key_path=other)
-    return root, Path(str(trusted) + ".pub")
+    prod = build_run(root, production, "20250301T120000Z", {**STATUSES, "auth.cross-tenant-admin": "pass"})
+    sign_run(prod, reviewer="Sam", role="SecEng", decision="approve", key_path=sam.key)
+    (root / "staging" / "notes").mkdir()  # not a run
+    (root / "elsewhere").symlink_to(tmp_path / "params")  # never followed
+    return root, trusted
 
 
 def test_index_lists_every_audit_with_state_and_relative_links(
     archive: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, trusted_pub = archive
-    assert main(["archive", str(root), "--pubkey", str(trusted_pub)]) == 0
-    assert "4 audits, 1 failing verification" in capsys.readouterr().out
+    root, trusted = archive
+    assert main(["archive", str(root), "--allowed-signers", str(trusted)]) == 1  # one run fails verification
+    assert "4 audits, 2 failing verification" in capsys.readouterr().out
     page = (root / "index.html").read_text()
     parser = _Rows()
     parser.feed(page)
     rows = {row[0]: row for row in parser.rows if row}
     assert list(rows) == ["20250301T120000Z", "20250303T100000Z", "20250302T100000Z", "20250301T100000Z"]
-    assert rows["20250301T100000Z"][1] == "fail" and rows["20250301T100000Z"][3] == "Rita Reviewer (SRE lead)"
+    assert (
+        rows["20250301T100000Z"][1] == "fail"
+        and rows["20250301T100000Z"][3] == "Rita Reviewer (SRE lead) as rita@example.com"
+    )
     assert rows["20250301T100000Z"][6] == "verified"
     assert rows["20250302T100000Z"][6] == "not signed" and rows["20250302T100000Z"][3] == "—"
     assert rows["20250303T100000Z"][6] == "VERIFY FAILED" and "findings.json" in rows["20250303T100000Z"][7]
-    assert rows["20250301T120000Z"][6] == "intact (identity not checked)" and rows["20250301T120000Z"][4] == "approve"
+    # Sam's key is not in the trusted file given: his approval is no valid sign-off here.
+    assert rows["20250301T120000Z"][6] == "VERIFY FAILED" and rows["20250301T120000Z"][4] == "approve"
+    assert "is not a trusted signer" in rows["20250301T120000Z"][7]
     assert "FAIL 1" in rows["20250301T100000Z"][2] and "MANUAL 2" in rows["20250301T100000Z"][2]
     # Offline: relative links to reports that exist, nothing loaded from elsewhere.
     assert parser.links and all(not re.match(r"^[a-z]+:|^/", link) for link in parser.links)
@@ -84,12 +93,23 @@ def test_index_lists_every_audit_with_state_and_relative_links(
     assert page.index("id='env-production'") < page.index("id='env-staging'")
 
 
-def test_without_trusted_keys_signed_runs_are_intact_not_verified(archive: tuple[Path, Path]) -> None:
+def test_without_trusted_signers_no_run_verifies(archive: tuple[Path, Path]) -> None:
     root, _ = archive
-    states = {(e.env, e.run): e.state for e in collect_entries(root)}
-    assert states[("staging", "20250301T100000Z")] == "intact"
-    assert states[("staging", "20250303T100000Z")] == "failed"
-    assert states[("staging", "20250302T100000Z")] == "unsigned"
+    entries = {(e.env, e.run): e for e in collect_entries(root, lambda env: None)}
+    assert entries[("staging", "20250301T100000Z")].state == "failed"
+    assert "no trusted signers" in entries[("staging", "20250301T100000Z")].detail
+    assert entries[("staging", "20250302T100000Z")].state == "unsigned"
+
+
+def test_each_environment_trusts_its_own_params(archive: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = archive
+    params = {"staging": tmp_path / "params" / "staging.yaml", "production": tmp_path / "params" / "production.yaml"}
+    from recsys_audit.signoff_cli import environment_trust
+
+    entries = {(e.env, e.run): e.state for e in collect_entries(root, lambda env: environment_trust(str(params[env])))}
+    assert entries[("staging", "20250301T100000Z")] == "verified"
+    assert entries[("production", "20250301T120000Z")] == "verified"  # production's params trust Sam
+    assert entries[("staging", "20250303T100000Z")] == "failed"
 
 
 def test_missing_archive_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

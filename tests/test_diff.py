@@ -1,4 +1,5 @@
-"""Diff between audits: new, resolved, persisting findings by fingerprint, and "since last audit" in the report."""
+"""Diff between audits: new, resolved, persisting findings by fingerprint, and "since last audit" in the report —
+only against an earlier run whose sign-off verifies with the trusted signers, read safely and boundedly."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from test_signoff import REVIEWER, build_run, write_params
+from run_fixtures import REVIEWER, Signer, build_run, make_signer, write_allowed_signers, write_params
 
-from recsys_audit.diff import PROBLEM_STATUSES, diff_runs, fingerprint, previous_signed_run, since_last_audit_html
+from recsys_audit.diff import (
+    MAX_EARLIER_RUNS,
+    PROBLEM_STATUSES,
+    diff_runs,
+    fingerprint,
+    previous_signed_run,
+    since_last_audit_html,
+)
+from recsys_audit.judgement import read_judged_run
 from recsys_audit.report import render_report
-from recsys_audit.signoff import generate_key_pair, read_run, sign_run, verify_run
+from recsys_audit.signoff import sign_run, verify_run
 from recsys_audit.signoff_cli import main
 
 OLD = {
@@ -22,7 +31,7 @@ OLD = {
     "db.rls-enabled": "warn",  # resolved (pass)
     "db.restore-tested": "manual",  # persists, becomes error
     "auth.dev-auth-disabled": "pass",  # new (fail)
-    "perf.pprof-off": "fail",  # resolved (absent from the new run)
+    "perf.pprof-off": "fail",  # resolved (skip in the new run)
     "obs.runbooks-exercised": "manual",  # attested at sign-off; manual again in the new run -> new
 }
 NEW = {
@@ -31,35 +40,36 @@ NEW = {
     "db.restore-tested": "error",
     "auth.dev-auth-disabled": "fail",
     "obs.runbooks-exercised": "manual",
+    "perf.pprof-off": "skip",
 }
 
 
+class Runs:
+    def __init__(self, folder: Path, params: Path, old: Path, new: Path, rita: Signer, trusted: Path) -> None:
+        self.folder, self.params, self.old, self.new, self.rita, self.trusted = folder, params, old, new, rita, trusted
+
+
 @pytest.fixture
-def runs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    params = write_params(tmp_path / "params")
+def runs(tmp_path: Path) -> Runs:
+    rita = make_signer(tmp_path / "keys")
+    trusted = write_allowed_signers(tmp_path / "allowed_signers", rita)
+    params = write_params(tmp_path / "params", allowed_signers=trusted)
     old = build_run(tmp_path / "audits", params, "20250301T100000Z", OLD)
     new = build_run(tmp_path / "audits", params, "20250302T100000Z", NEW)
-    key = tmp_path / "rita.key"
-    generate_key_pair(key)
     today = dt.datetime.now(dt.UTC).date()
     sign_run(
-        old,
-        reviewer=REVIEWER,
-        role="SRE",
-        decision="approve-with-exceptions",
-        key_path=key,
+        old, reviewer=REVIEWER, role="SRE", decision="reject", key_path=rita.key,
         attest=[f"obs.runbooks-exercised=https://wiki.example/runbooks@{today}"],
-    )
-    return old, new, key
+    )  # fmt: skip
+    return Runs(tmp_path, params, old, new, rita, trusted)
 
 
 def _ids(changes) -> list[str]:
     return [c.check for c in changes]
 
 
-def test_new_resolved_persisting_and_status_changes(runs: tuple[Path, Path, Path]) -> None:
-    old, new, _ = runs
-    result = diff_runs(old, new)
+def test_new_resolved_persisting_and_status_changes(runs: Runs) -> None:
+    result = diff_runs(runs.old, runs.new)
     assert _ids(result.new) == ["auth.dev-auth-disabled", "obs.runbooks-exercised"]
     assert _ids(result.resolved) == ["db.rls-enabled", "perf.pprof-off"]
     assert _ids(result.persisting) == ["auth.cross-tenant-admin", "db.restore-tested"]
@@ -68,9 +78,9 @@ def test_new_resolved_persisting_and_status_changes(runs: tuple[Path, Path, Path
         "auth.dev-auth-disabled": ("pass", "fail"),
         "db.rls-enabled": ("warn", "pass"),
         "db.restore-tested": ("manual", "error"),
-        "obs.runbooks-exercised": ("pass", "manual"),  # attested in the old run
+        "obs.runbooks-exercised": ("pass", "manual"),  # attested at the old run's sign-off
+        "perf.pprof-off": ("fail", "skip"),
     }
-    assert result.resolved[1].new_status is None  # the check is absent from the new run
     assert result.new[0].fingerprint == fingerprint("staging", "auth.dev-auth-disabled")
 
 
@@ -80,17 +90,15 @@ def test_fingerprint_is_stable_and_per_environment() -> None:
     assert len(fingerprint("staging", "db.rls-enabled")) == 16
 
 
-def test_cli_prints_text_and_json(runs: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    old, new, _ = runs
-    assert main(["diff", str(old), str(new)]) == 0
+def test_cli_prints_text_and_json(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff", str(runs.old), str(runs.new)]) == 0
     text = capsys.readouterr().out
-    assert "2 new, 2 resolved, 2 persisting, 4 status changes" in text
+    assert "2 new, 2 resolved, 2 persisting, 5 status changes" in text
     assert f"new        {fingerprint('staging', 'auth.dev-auth-disabled')}" in text
-    assert main(["diff", str(old), str(new), "--json"]) == 0
+    assert main(["diff", str(runs.old), str(runs.new), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["counts"] == {"new": 2, "resolved": 2, "persisting": 2, "status_changes": 4}
-    assert data["env"] == "staging" and data["old_run"] == old.name and data["new_run"] == new.name
-    assert {c["check"] for c in data["resolved"]} == {"db.rls-enabled", "perf.pprof-off"}
+    assert data["counts"] == {"new": 2, "resolved": 2, "persisting": 2, "status_changes": 5}
+    assert data["env"] == "staging" and data["old_run"] == runs.old.name and data["new_run"] == runs.new.name
 
 
 def test_runs_of_different_environments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,121 +108,147 @@ def test_runs_of_different_environments_are_refused(tmp_path: Path, capsys: pyte
     assert "compare one environment" in capsys.readouterr().err
 
 
-def test_report_shows_diff_against_previous_signed_audit(runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    old, new, _ = runs
-    assert previous_signed_run(new) == old.resolve()
-    assert "Since last audit: 2 new, 2 resolved" in since_last_audit_html(new)
-    report = render_report(new).read_text()
-    assert "Since last audit: 2 new, 2 resolved" in report and "auth.dev-auth-disabled" in report
-    # A later run that is not signed is not "the last audit"; an altered signed run is not either.
-    newest = build_run(old.parent.parent, write_params(tmp_path / "params"), "20250303T100000Z", NEW)
-    assert previous_signed_run(newest) == old.resolve()
-    (old / "junit.xml").write_text("changed")
-    assert previous_signed_run(newest) is None
-    assert "No earlier signed audit" in since_last_audit_html(newest)
+def test_a_run_dir_with_a_fifo_for_findings_is_refused_not_waited_on(runs: Runs, capsys) -> None:
+    (runs.new / "findings.json").unlink()
+    os.mkfifo(runs.new / "findings.json")
+    assert main(["diff", str(runs.old), str(runs.new)]) == 2
+    assert "findings.json: FIFO, not a regular file" in capsys.readouterr().err
 
 
-# --- two real audits (papermill) of one environment --------------------------------------------------------------
+def test_report_shows_diff_against_previous_signed_audit(runs: Runs) -> None:
+    previous = previous_signed_run(runs.new, runs.trusted)
+    assert previous.run_dir == runs.old and previous.verification.ok
+    assert "Since last audit: 2 new, 2 resolved" in since_last_audit_html(runs.new)  # trust from the run's params
+    report = render_report(runs.new).read_text()
+    assert "Since last audit: 2 new, 2 resolved" in report and "(signed by Rita Reviewer (rita@example.com)" in report
+    # A later run that is not signed is not "the last audit"; an altered signed run is not either, and says why.
+    newest = build_run(runs.folder / "audits", runs.params, "20250303T100000Z", NEW)
+    assert previous_signed_run(newest, runs.trusted).run_dir == runs.old
+    (runs.old / "junit.xml").write_text("changed")
+    previous = previous_signed_run(newest, runs.trusted)
+    assert previous.run_dir is None and previous.skipped == [
+        (runs.old.name, "junit.xml: changed after signing (size differs)")
+    ]
+    html = since_last_audit_html(newest)
+    assert "No earlier signed audit" in html and "junit.xml: changed after signing" in html
+
+
+def test_without_trusted_signers_nothing_is_compared(runs: Runs) -> None:
+    previous = previous_signed_run(runs.new, None)
+    assert previous.run_dir is None and "no trusted signers" in previous.note
+    other = make_signer(runs.folder / "other", "sam@example.com")
+    untrusting = write_allowed_signers(runs.folder / "sam_only", other)
+    assert previous_signed_run(runs.new, untrusting).skipped[0][1].startswith("signer: the key that signed")
+
+
+@pytest.mark.timeout(10, func_only=True)
+def test_a_bounded_number_of_earlier_runs_is_examined(runs: Runs) -> None:
+    env_dir = runs.old.parent
+    for minute in range(MAX_EARLIER_RUNS):  # unsigned runs between the signed one and the newest
+        (env_dir / f"20250301T10{minute:02d}01Z").mkdir()
+    assert previous_signed_run(runs.new, runs.trusted).run_dir is None
+    assert "none of the 20 newest earlier runs" in previous_signed_run(runs.new, runs.trusted).note
+    assert previous_signed_run(runs.new, runs.trusted, limit=MAX_EARLIER_RUNS + 1).run_dir == runs.old
+    (env_dir / "not-a-run").mkdir()  # other names are not runs
+    (env_dir / "20250302T000000Z").symlink_to(runs.old)  # a symlinked run is never one
+    assert previous_signed_run(runs.new, runs.trusted, limit=MAX_EARLIER_RUNS + 2).run_dir == runs.old
+
+
+# --- real audits (papermill) of one environment ------------------------------------------------------------------
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "engine"
+OWNER_OF_FIXTURE = "Fiona Fixture"
 
 
-@pytest.fixture(scope="module")
-def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """Section 0 of the engine fixture catalog run twice; the manual check is attested in the first run only."""
+def _engine_params(folder: Path, name: str, trusted: Path, **extra: object) -> Path:
     import yaml
 
+    data = yaml.safe_load((FIXTURES / "params" / "engine.yaml").read_text())
+    data["environment"].update(owner=OWNER_OF_FIXTURE, allowed_signers=str(trusted))
+    path = folder / "params" / name / "engine.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({**data, **extra}))
+    return path
+
+
+def _real_audit(params: Path, out_dir: Path):
     sys.path.insert(0, str(FIXTURES))
     from engine_fixture_checks import HEALTHY
 
     from recsys_audit.run import run_audit
 
-    folder = tmp_path_factory.mktemp("real")
     patch = pytest.MonkeyPatch()
     for name in ("RA_CANARY_TOKEN", "RA_CANARY_API_KEY", "RA_CANARY_DSN"):
         patch.setenv(name, f"canary-{name.lower()}-value")
     patch.setenv("PYTHONPATH", os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]))
-    base = yaml.safe_load((FIXTURES / "params" / "engine.yaml").read_text())
-    base["environment"]["owner"] = OWNER_OF_FIXTURE
-    attested = {
-        **base,
-        "attestations": [
-            {
-                "check": "h.manual",
-                "by": "Ann",
-                "date": str(dt.date.today()),
-                "evidence_url": "https://wiki.example/runbook",
-            }
-        ],
-    }
-    paths = []
-    for name, data in (("attested", attested), ("plain", base)):
-        path = folder / "params" / name / "engine.yaml"
-        path.parent.mkdir(parents=True)
-        path.write_text(yaml.safe_dump(data))
-        paths.append(path)
-    runs = []
     try:
-        for path in paths:
-            result = run_audit(
-                path,
-                sections=[0],
-                catalog=[HEALTHY],
-                notebooks_dir=FIXTURES / "notebooks",
-                out_dir=folder / "audits",
-                timeout_s=120,
-            )
-            runs.append(result.run_dir)
-            time.sleep(1.1)  # run directories are named by the second
+        return run_audit(
+            params,
+            sections=[0],
+            catalog=[HEALTHY],
+            notebooks_dir=FIXTURES / "notebooks",
+            out_dir=out_dir,
+            timeout_s=120,
+        )
     finally:
         patch.undo()
         sys.path.remove(str(FIXTURES))
-    key = folder / "rita.key"
-    generate_key_pair(key)
-    return runs[0], runs[1], key
 
 
-OWNER_OF_FIXTURE = "Fiona Fixture"
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Signer, Path]:
+    """Section 0 of the engine fixture catalog run twice; the manual check is attested in the first run only."""
+    folder = tmp_path_factory.mktemp("real")
+    rita = make_signer(folder / "keys")
+    trusted = write_allowed_signers(folder / "allowed_signers", rita)
+    attestation = {"check": "h.manual", "by": "Ann", "date": str(dt.date.today()), "evidence_url": "https://wiki/r"}
+    first = _real_audit(_engine_params(folder, "attested", trusted, attestations=[attestation]), folder / "audits")
+    time.sleep(1.1)  # run directories are named by the second
+    second = _real_audit(_engine_params(folder, "plain", trusted), folder / "audits")
+    return first.run_dir, second.run_dir, rita, trusted
 
 
-def test_real_runs_diff_sign_verify(real_runs: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    first, second, key = real_runs
+def test_real_runs_diff_sign_verify(real_runs, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second, rita, trusted = real_runs
     result = diff_runs(first, second)
     assert _ids(result.new) == ["h.manual"]
     assert _ids(result.persisting) == ["h.fail-high", "h.fail-low", "h.warn"]
     assert _ids(result.resolved) == []
     assert _ids(diff_runs(second, first).resolved) == ["h.manual"]
-    # Sign the first run (a real report with executed notebooks), then the second run's report shows the diff.
-    assert (
-        main(
-            [
-                "sign",
-                str(first),
-                "--reviewer",
-                OWNER_OF_FIXTURE,
-                "--role",
-                "owner",
-                "--decision",
-                "approve",
-                "--key",
-                str(key),
-            ]
-        )
-        == 2
-    )
+    sign = ["sign", str(first), "--role", "SRE", "--decision", "reject", "--key", str(rita.key)]
+    assert main([*sign, "--reviewer", OWNER_OF_FIXTURE]) == 2
     assert "owns environment engine-fixture" in capsys.readouterr().err
-    assert (
-        main(["sign", str(first), "--reviewer", REVIEWER, "--role", "SRE", "--decision", "approve", "--key", str(key)])
-        == 0
-    )
-    assert main(["verify", str(first), "--pubkey", f"{key}.pub"]) == 0
+    assert main([*sign, "--reviewer", REVIEWER]) == 0
+    assert main(["verify", str(first), "--allowed-signers", str(trusted)]) == 0
     assert "Rita Reviewer" in (first / "report.html").read_text()
     assert "canary-" not in (first / "signoff.json").read_text()  # no secret reaches the record
     assert "Since last audit: 1 new, 0 resolved" in render_report(second).read_text()
     notebook = first / "notebooks" / "00_healthy.ipynb"
     notebook.write_text(notebook.read_text().replace("replicas", "replicaz"))
-    check = verify_run(first)
+    check = verify_run(first, trusted)
     assert not check.ok and check.problem.startswith("notebooks/00_healthy.ipynb: changed after signing")
+
+
+@pytest.mark.timeout(180)
+def test_dev_zero_planted_in_an_earlier_signed_run_does_not_hang_the_next_run(tmp_path: Path) -> None:
+    rita = make_signer(tmp_path / "keys")
+    trusted = write_allowed_signers(tmp_path / "allowed_signers", rita)
+    fake = write_params(tmp_path / "fake", "engine-fixture", allowed_signers=trusted)
+    earlier = build_run(
+        tmp_path / "audits", fake, "20250301T100000Z", {"auth.cross-tenant-admin": "fail"}, sections=[1]
+    )
+    sign_run(earlier, reviewer=REVIEWER, role="SRE", decision="reject", key_path=rita.key)
+    assert verify_run(earlier, trusted).ok
+    (earlier / "findings.json").unlink()
+    (earlier / "findings.json").symlink_to("/dev/zero")
+    (earlier / "notebooks" / "zero.ipynb").symlink_to("/dev/zero")
+    started = time.monotonic()
+    result = _real_audit(_engine_params(tmp_path, "engine", trusted), tmp_path / "audits")
+    report = result.report_path.read_text()
+    assert "No earlier signed audit of this environment" in report
+    assert f"<code>{earlier.name}</code>: findings.json: symlink" in report
+    assert read_judged_run(result.run_dir).document["exit_code"] == 1
+    print(f"run with a planted /dev/zero in an earlier run: {time.monotonic() - started:.1f} s")
 
 
 # --- acceptance: a defect switched on and off between audits of one live sandbox --------------------------------
@@ -257,8 +291,9 @@ def test_switching_a_defect_on_and_off_shows_in_the_diff(tmp_path: Path) -> None
     finally:
         instance.stop()
 
-    baseline_problems = {f.id for f in read_run(baseline).findings if f.status in PROBLEM_STATUSES}
+    baseline_problems = {f.id for f in read_judged_run(baseline).findings if f.status in PROBLEM_STATUSES}
     assert baseline_problems and not baseline_problems & BROKEN_BY_SWITCHES  # e.g. the cache-invalidation warning
+    assert read_judged_run(baseline).verdict in {"partial", "fail"}  # sections 1 and 7 only: never a pass
 
     switched_on = diff_runs(baseline, broken)
     assert switched_on.env == "diff-live"

@@ -1,22 +1,14 @@
-"""Merge rules without kernels: completeness, attestation and waiver expiry, verdict precedence."""
+"""Merging recorded findings without kernels: the last finding of a check wins, and every catalog check without one
+becomes an ``error`` with the notebook's reason (judging them is tests/test_judgement.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
+from pathlib import Path
 
 from recsys_audit.catalog import Section
-from recsys_audit.findings import Finding, Outcome, Severity, Status, passed
-from recsys_audit.merge import (
-    ExitCode,
-    apply_attestations,
-    apply_waivers,
-    complete_findings,
-    score,
-    verdict,
-)
-from recsys_audit.params import Params
+from recsys_audit.findings import Finding, Outcome, Severity, Status, append_finding, passed
+from recsys_audit.merge import complete_findings, recorded_findings
 
-TODAY = dt.date(2026, 3, 1)
 SECTION = Section(9, "Merge fixture", notebook="09_merge")
 for check_id in ("m.one", "m.two", "m.three"):
 
@@ -30,15 +22,6 @@ def finding(check_id: str, status: Status, severity: Severity = Severity.HIGH) -
     return Finding(check_id, 9, check_id, severity, status, "summary", {}, "r", "", 0.1, notebook="09_merge")
 
 
-def params(**extra: object) -> Params:
-    base = {
-        "environment": {"name": "t"},
-        "target": {"base_url": "http://x"},
-        "tenants": [{"id": "a", "surfaces": ["h"]}],
-    }
-    return Params.model_validate({**base, **extra})
-
-
 def test_missing_checks_become_errors_with_the_notebook_reason() -> None:
     recorded = [finding("m.one", Status.FAIL), finding("m.one", Status.PASS), finding("x.extra", Status.WARN)]
     merged = complete_findings(recorded, [SECTION], {"09_merge": "KeyError: 'tenant'"})
@@ -49,46 +32,9 @@ def test_missing_checks_become_errors_with_the_notebook_reason() -> None:
     assert quiet[0].summary == "not evaluated: the notebook finished without evaluating it"
 
 
-def test_attestation_fresh_passes_and_expired_stays_manual() -> None:
-    fresh = params(attestations=[{"check": "m.one", "by": "ops", "date": "2026-02-01", "evidence_url": "u"}])
-    findings = [finding("m.one", Status.MANUAL)]
-    apply_attestations(findings, fresh, TODAY)
-    assert findings[0].status == Status.PASS and findings[0].attestation["applied"] is True
-
-    stale = params(
-        attestations=[{"check": "m.one", "by": "ops", "date": "2025-01-01", "evidence_url": "u"}],
-        policies={"attestation_max_age_days": 180},
-    )
-    findings = [finding("m.one", Status.MANUAL)]
-    apply_attestations(findings, stale, TODAY)
-    assert findings[0].status == Status.MANUAL
-    assert "attestation expired" in findings[0].summary and findings[0].attestation["applied"] is False
-
-
-def test_waiver_expiry_is_inclusive_of_the_last_day() -> None:
-    waiver = {"check": "m.one", "justification": "ten characters at least", "approved_by": "ciso"}
-    on_last_day = [finding("m.one", Status.FAIL)]
-    apply_waivers(on_last_day, params(waivers=[{**waiver, "expires": "2026-03-01"}]), TODAY)
-    assert on_last_day[0].waived
-    day_after = [finding("m.one", Status.FAIL)]
-    apply_waivers(day_after, params(waivers=[{**waiver, "expires": "2026-02-28"}]), TODAY)
-    assert not day_after[0].waived and day_after[0].summary.endswith("(waiver expired on 2026-02-28)")
-
-
-def test_verdict_precedence_incomplete_over_failed() -> None:
-    failing = finding("m.one", Status.FAIL)
-    assert verdict([failing], Severity.HIGH, notebook_failed=False).exit_code == ExitCode.FAILED
-    assert verdict([failing, finding("m.two", Status.ERROR)], Severity.HIGH, False).exit_code == ExitCode.INCOMPLETE
-    assert verdict([failing], Severity.HIGH, notebook_failed=True).exit_code == ExitCode.INCOMPLETE
-    low = finding("m.one", Status.FAIL, Severity.LOW)
-    assert verdict([low], Severity.HIGH, False).exit_code == ExitCode.PASSED
-    assert verdict([low], Severity.LOW, False).exit_code == ExitCode.FAILED
-    waived_error = finding("m.two", Status.ERROR)
-    waived_error.waiver = {"applied": True}
-    assert verdict([waived_error], Severity.HIGH, False).exit_code == ExitCode.PASSED
-
-
-def test_score_counts_only_evaluated_checks() -> None:
-    statuses = [Status.PASS, Status.PASS, Status.FAIL, Status.WARN, Status.SKIP, Status.ERROR, Status.MANUAL]
-    assert score([finding(f"c{i}", s) for i, s in enumerate(statuses)]) == 0.5
-    assert score([finding("c", Status.SKIP)]) is None
+def test_recorded_findings_are_read_notebook_by_notebook(tmp_path: Path) -> None:
+    append_finding(tmp_path / "09_merge.jsonl", finding("m.one", Status.PASS))
+    append_finding(tmp_path / "01_other.jsonl", finding("o.one", Status.WARN))
+    with (tmp_path / "09_merge.jsonl").open("a") as handle:
+        handle.write('{"id": "torn')  # a kernel killed mid-write
+    assert [f.id for f in recorded_findings(tmp_path)] == ["o.one", "m.one"]

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "engine"))
 from engine_fixture_checks import SECTIONS
 from engine_support import NOTEBOOKS, days_from_today, kernel_environment, write_params
 
+from recsys_audit.cli import main as cli_main
 from recsys_audit.findings import Severity, Status
 from recsys_audit.run import AuditResult, UsageError, run_audit
 
@@ -102,6 +103,17 @@ def test_failures_become_error_findings_and_exit_3(mixed_run: AuditResult) -> No
     assert mixed_run.exit_code == 3 and mixed_run.verdict == "incomplete"
 
 
+def test_an_incomplete_run_is_never_shown_as_a_pass(mixed_run: AuditResult) -> None:
+    document = json.loads((mixed_run.run_dir / "findings.json").read_text())
+    assert document["score"] is None and document["completeness"]["complete"] is False
+    assert document["completeness"]["not_evaluated"] == ["r.second", "r.third", "k.second", "s.second"]
+    assert [n["name"] for n in document["completeness"]["notebooks_failed"]] == ["01_raises", "02_killed", "03_slow"]
+    page = (mixed_run.run_dir / "report.html").read_text()
+    assert "Incomplete audit — not a pass." in page and "4 check(s) not evaluated: r.second" in page
+    body = page.split("<main>", 1)[1]  # not the stylesheet
+    assert "score n/a — incomplete run" in body and "100%" not in body
+
+
 def test_waivers_and_attestations(mixed_run: AuditResult) -> None:
     findings = by_id(mixed_run)
     waived = findings["h.fail-high"]
@@ -110,7 +122,7 @@ def test_waivers_and_attestations(mixed_run: AuditResult) -> None:
     assert waived.waiver["approved_by"] == "ciso" and waived.waiver["expires"] == days_from_today(30)
     expired = findings["h.warn"]
     assert expired.status == Status.WARN and not expired.waived
-    assert f"waiver expired on {days_from_today(-1)}" in expired.summary
+    assert expired.waiver["note"].startswith(f"waiver expired on {days_from_today(-1)}")
     attested = findings["h.manual"]
     assert attested.status == Status.PASS
     assert attested.attestation["by"] == "sre-lead" and attested.attestation["applied"] is True
@@ -131,6 +143,7 @@ def test_findings_json_matches_schema(mixed_run: AuditResult) -> None:
         "manual": 0,
     }
     assert document["exit_code"] == 3 and document["verdict"] == "incomplete"
+    assert document["schema_version"] == 2 and document["run"] == mixed_run.run_dir.name
     broken = {**document, "verdict": "maybe"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA)
@@ -139,7 +152,19 @@ def test_findings_json_matches_schema(mixed_run: AuditResult) -> None:
 def test_junit_mapping(mixed_run: AuditResult) -> None:
     root = ET.parse(mixed_run.run_dir / "junit.xml").getroot()
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert set(suites) == {"0 Healthy section", "1 Raises half-way", "2 Kernel killed", "3 Exceeds the timeout"}
+    assert list(suites) == [
+        "audit",
+        "0 Healthy section",
+        "1 Raises half-way",
+        "2 Kernel killed",
+        "3 Exceeds the timeout",
+    ]
+    properties = {p.get("name"): p.get("value") for p in suites["audit"].iter("property")}
+    assert properties["verdict"] == "incomplete" and properties["exit_code"] == "3"
+    assert properties["not_evaluated"].startswith("sections not run: 4 Secrets in failures (--sections); 4 check(s)")
+    verdict_case = suites["audit"].find("testcase[@name='verdict: incomplete']")
+    assert verdict_case.find("error").get("type") == "incomplete"
+    assert suites["audit"].find("testcase[@name='section 4']/skipped").get("message").startswith("not evaluated")
     cases = {c.get("name").split(":")[0]: c for s in suites.values() for c in s.findall("testcase")}
     assert cases["h.fail-low"].find("failure").get("message") == "a minor gap"
     assert cases["h.fail-low"].get("classname") == "00_healthy"
@@ -150,10 +175,10 @@ def test_junit_mapping(mixed_run: AuditResult) -> None:
     assert cases["h.pass"].find("*") is None
     healthy = suites["0 Healthy section"]
     assert (healthy.get("tests"), healthy.get("failures"), healthy.get("skipped")) == ("6", "1", "2")
-    assert root.get("errors") == "4"
+    assert root.get("errors") == "5"  # four checks and the verdict
 
 
-def test_exit_codes_follow_fail_on(tmp_path: Path, kernel_env) -> None:
+def test_exit_codes_follow_fail_on(tmp_path: Path, kernel_env, capsys: pytest.CaptureFixture[str]) -> None:
     waiver = {
         "check": "h.fail-high",
         "justification": "compensating control in the gateway",
@@ -161,12 +186,29 @@ def test_exit_codes_follow_fail_on(tmp_path: Path, kernel_env) -> None:
         "approved_by": "ciso",
     }
     params = write_params(tmp_path, waivers=[waiver])
-    common = {"sections": [0], "out_dir": tmp_path / "audits", "notebooks_dir": NOTEBOOKS, "catalog": SECTIONS}
-    high = run_audit(params, fail_on=Severity.HIGH, **common)
-    assert (high.exit_code, high.verdict) == (0, "pass")  # the only high failure is waived; h.fail-low is low
-    low = run_audit(params, fail_on=Severity.LOW, **common)
-    assert (low.exit_code, low.verdict) == (1, "fail")
-    assert low.run_dir != high.run_dir and low.run_dir.parent == high.run_dir.parent
+    # As `recsys-audit run --sections 0` does: the only high failure is waived, h.fail-low is low — but sections 1-4
+    # did not run, so the verdict is partial, never pass.
+    command = [
+        "run",
+        str(params),
+        "--sections",
+        "0",
+        "--catalog",
+        "engine_fixture_checks",
+        "--notebooks",
+        str(NOTEBOOKS),
+    ]
+    assert cli_main([*command, "--out", str(tmp_path / "audits")]) == 4
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("engine-fixture: partial (exit 4; 2 fail, 1 manual, 1 pass, 1 skip, 1 warn; score n/a — ")
+    assert line.endswith("not evaluated: sections not run: 1 Raises half-way, 2 Kernel killed, 3 Exceeds the timeout, "
+                         "4 Secrets in failures (--sections)")  # fmt: skip
+    high = json.loads(next((tmp_path / "audits").glob("*/*/findings.json")).read_text())
+    assert (high["verdict"], high["score"], high["completeness"]["sections_not_run"]) == ("partial", None, [1, 2, 3, 4])
+    low = run_audit(params, fail_on=Severity.LOW, sections=[0], out_dir=tmp_path / "audits", notebooks_dir=NOTEBOOKS,
+                    catalog=SECTIONS)  # fmt: skip
+    assert (low.exit_code, low.verdict) == (1, "fail")  # a failure wins over partial
+    assert low.run_dir.parent.name == "engine-fixture"
 
 
 def test_bad_usage_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-from test_signoff import OWNER, REVIEWER, STATUSES, build_run, write_params
+from run_fixtures import OWNER, REVIEWER, build_run, make_signer, write_allowed_signers, write_params
+from test_signoff import STATUSES
 
-from recsys_audit.signoff import SIGNOFF_FILE, generate_key_pair, verify_run
+from recsys_audit.rundir import SIGNOFF_FILE
+from recsys_audit.signoff import verify_run
 from recsys_audit.widgets import EnvironmentPicker, FindingsExplorer, SignoffForm, list_environments, live_frontend
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "99_review.ipynb"
@@ -18,7 +20,9 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "99_review.ipy
 @pytest.fixture
 def workspace(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     params_dir = tmp_path / "params"
-    staging = write_params(params_dir, "staging")
+    rita = make_signer(tmp_path / "keys")
+    trusted = write_allowed_signers(tmp_path / "allowed_signers", rita)
+    staging = write_params(params_dir, "staging", allowed_signers=trusted)
     write_params(params_dir, "production")
     (params_dir / "production.example.yaml").write_text("environment: {name: example}\n")
     audits = tmp_path / "audits"
@@ -36,6 +40,8 @@ def test_picker_lists_environments_and_runs_newest_first(workspace: tuple[Path, 
     assert picker.run_dir == newer.resolve()
     assert [label.split(" — ")[0] for label, _ in picker.run.options] == [newer.name, older.name]
     assert "fail, unsigned" in picker.run.options[0][0]
+    (audits / "staging" / "20250303T100000Z").symlink_to(older)  # never listed
+    assert len(EnvironmentPicker(params_dir, audits, env="staging").run.options) == 2
     picker.select(older)
     assert picker.run_dir == older.resolve() and picked == [older.resolve()]
     picker.env.value = "production"  # no audits yet
@@ -65,22 +71,24 @@ def test_signoff_form_signs_like_the_cli_and_refuses_the_owner(
     workspace: tuple[Path, Path, Path, Path], tmp_path: Path
 ) -> None:
     _, _, older, _ = workspace
-    key = tmp_path / "rita.key"
-    generate_key_pair(key)
     form = SignoffForm(older)
-    form.reviewer.value, form.role.value, form.key.value = OWNER, "owner", str(key)
+    form.reviewer.value, form.role.value, form.key.value = OWNER, "owner", str(tmp_path / "keys" / "rita")
     assert form.submit() is None
     assert "Not signed" in form.result.value and "owns environment staging" in form.result.value
     assert not (older / SIGNOFF_FILE).exists()
     form.reviewer.value = REVIEWER
+    assert form.submit() is None and "approve needs a pass" in form.result.value  # the run fails
     form.decision.value = "approve-with-exceptions"
     form.attest.value = "obs.runbooks-exercised=https://wiki.example/runbooks@2099-01-01\n"
     assert form.submit() is None and "in the future" in form.result.value
     form.attest.value = ""
+    form.accept.value = "auth.cross-tenant-admin"
+    form.passphrase.value = "not needed"
     form.button.click()  # the button runs submit()
-    assert "Signed: approve-with-exceptions by Rita Reviewer" in form.result.value and "verified" in form.result.value
-    result = verify_run(older)
-    assert result.ok and result.record["decision"] == "approve-with-exceptions"
+    assert "Signed: approve-with-exceptions by Rita Reviewer as rita@example.com" in form.result.value
+    assert "verified" in form.result.value and form.passphrase.value == ""
+    result = verify_run(older, tmp_path / "allowed_signers")
+    assert result.ok and result.record["accepted"] == ["auth.cross-tenant-admin"]
 
 
 def test_not_a_live_frontend_outside_jupyterlab() -> None:
