@@ -55,6 +55,7 @@ MAX_RECORD_BYTES = 8 << 20
 MAX_SIGNATURE_BYTES = 64 << 10
 MAX_RUN_BYTES = 1 << 30  # a full audit is a few MB; a record claiming more is not verified
 SIGNOFF_FILES = frozenset({SIGNOFF_FILE, SIGNATURE_FILE})
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 __all__ = ["DECISIONS", "SignoffError", "Verification", "sign_run", "signoff_block_html", "verify_run"]
 
@@ -387,11 +388,14 @@ def verify_run(run_dir: Path, allowed_signers: Path | None) -> Verification:
         )
     try:
         signed_at = _parse_time(record["signed_at"])
+    except (KeyError, ValueError):
+        return Verification(False, "signed_at: missing or not a UTC time", record)
+    if signed_at > _utc_now() + CLOCK_SKEW:  # the signing time chooses which keys allowed_signers trusts
+        return Verification(False, f"signed_at: {record['signed_at']} is in the future", record)
+    try:
         verified = signatures.verify(
             payload, signature, Path(allowed_signers), str(record.get("signer", "")), signed_at
         )
-    except (KeyError, ValueError):
-        return Verification(False, "signed_at: missing or not a UTC time", record)
     except signatures.SignatureError as exc:
         return Verification(False, str(exc), record)
     if verified.fingerprint and verified.fingerprint != record.get("key_fingerprint"):

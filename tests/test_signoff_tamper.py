@@ -3,6 +3,8 @@ field, within seconds (pytest-timeout per test: a hang fails the test instead of
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 from run_fixtures import REVIEWER, Signer, build_run, make_signer, write_allowed_signers, write_params
 
 from recsys_audit.rundir import SIGNOFF_FILE
-from recsys_audit.signoff import sign_run, verify_run
+from recsys_audit.signoff import canonical_json, sign_run, verify_run
 from recsys_audit.signoff_cli import main
 
 STAMP = "20250301T100000Z"
@@ -222,6 +224,24 @@ def test_resigned_claiming_a_trusted_name(signed: Signed, tmp_path: Path, capsys
                    check=True, capture_output=True, stdin=subprocess.DEVNULL)  # fmt: skip
     out = verify_fails(signed.run_dir, signed.trusted, capsys)
     assert "signer: the record names 'rita@example.com'" in out and "only as mallory@example.com" in out
+
+
+@QUICK
+def test_signed_at_in_the_future(signed: Signed, capsys: pytest.CaptureFixture[str]) -> None:
+    # A key trusted only from some future day on (valid-after) must not verify a record claiming to be signed then.
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
+    trust = signed.trusted.read_text().replace(
+        'namespaces="recsys-audit"', f'namespaces="recsys-audit",valid-after="{future:%Y%m%d}"'
+    )
+    signed.trusted.write_text(trust)
+    path = signed.run_dir / SIGNOFF_FILE
+    record = json.loads(path.read_text())
+    path.write_bytes(canonical_json({**record, "signed_at": f"{future + dt.timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}"}))
+    (signed.run_dir / "signoff.json.sig").unlink()
+    subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(signed.rita.key), "-n", "recsys-audit", str(path)],
+                   check=True, capture_output=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert "signed_at: " in verify_fails(signed.run_dir, signed.trusted, capsys)
+    assert "is in the future" in verify_fails(signed.run_dir, signed.trusted, capsys)
 
 
 @QUICK
