@@ -44,7 +44,6 @@ SECTION_CHECKS = [
     "privacy.subject-ids-hashed",
     "privacy.pii-scan",
     "privacy.exposure-retention",
-    "privacy.default-partition-rows",
     "privacy.event-table-access",
     "privacy.log-file-permissions",
 ]
@@ -86,14 +85,6 @@ def test_email_user_ids_logged_raw_are_caught_by_the_pii_scan(audit_findings) ->
     assert clean.status == Status.PASS, clean.summary
     clean_files = next(row for row in clean.evidence["samples"] if row["source"] == "exposure log files")
     assert clean_files["scanned"] > 0 and clean_files["email"] == 0
-
-
-@pytest.mark.slow
-def test_default_partition_rows_are_caught(audit_findings) -> None:
-    finding = audit_findings("ops-defects")["privacy.default-partition-rows"]
-    assert finding.status == Status.FAIL
-    assert any(row["default_has_rows"] for row in finding.evidence["tables"])
-    assert "ensure_monthly_partitions" in finding.remediation
 
 
 @pytest.mark.slow
@@ -262,8 +253,6 @@ def test_retention_old_files_and_long_config_fail(tmp_path: Path) -> None:
 def test_database_partitions_grants_and_hashes(tmp_path: Path, event_db: dict[str, str]) -> None:
     write_exposure_dir(tmp_path / "exposure", [TODAY])
     params = write_params(tmp_path, event_db["dsn"], database={"allowed_event_readers": [event_db["reader"]]})
-    # empty default partitions but no monthly partition yet: warn
-    assert evaluate(params, "privacy.default-partition-rows").status == Status.WARN
     access = evaluate(params, "privacy.event-table-access")
     assert access.status == Status.PASS, access.summary
     with psycopg.connect(event_db["dsn"], autocommit=True) as conn:
@@ -275,8 +264,6 @@ def test_database_partitions_grants_and_hashes(tmp_path: Path, event_db: dict[st
             (tenant, uuid.uuid4(), b"alice@shop.example", json.dumps({"user": {"user_id": "alice@shop.example"}})),
         )
         conn.execute(sql.SQL("GRANT SELECT ON exposure_events TO {}").format(sql.Identifier(event_db["intruder"])))
-    partitions = evaluate(params, "privacy.default-partition-rows")
-    assert partitions.status == Status.FAIL and "exposure_events" in partitions.summary
     access = evaluate(params, "privacy.event-table-access")
     assert access.status == Status.FAIL and event_db["intruder"] in access.summary
     hashed_finding = evaluate(params, "privacy.subject-ids-hashed")

@@ -1,4 +1,5 @@
-"""Helpers shared by several checklist sections: tenant/surface pairs, per-tenant identities, attested items."""
+"""Helpers shared by several checklist sections: tenant/surface pairs, per-tenant identities, refused audit
+credentials, attested items."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, manual
 from recsys_audit.params import attestation_for
 from recsys_audit.probes import ProbeError
-from recsys_audit.probes.service import Role
+from recsys_audit.probes.service import ProbeResponse, Role
 
 
 def tenant_surfaces(ctx: AuditContext) -> list[tuple[str, str]]:
@@ -22,6 +23,26 @@ def identity_for(ctx: AuditContext, tenant: str) -> Role | None:
     if other and other.tenant == tenant:
         return "other_tenant" if other.credential else None
     return "viewer" if ctx.service.has_role("viewer") else None
+
+
+def credential_field(role: str) -> str:
+    """Where params hold a role's credential."""
+    return "auth.other_tenant.credential" if role == "other_tenant" else f"auth.credentials.{role}"
+
+
+def accepted(response: ProbeResponse) -> ProbeResponse:
+    """``response``, unless the audit's own credential was refused (401 to a request sent as a role).
+
+    A refused audit credential says nothing about the target's controls: it raises :class:`ProbeError`, which the
+    notebook records as an ``error`` finding naming the role and the fix — never a pass, never a false fail.
+    """
+    if response.status == 401 and response.role != "anonymous":
+        code = response.problem_code or "no problem code"
+        raise ProbeError(
+            f"the audit's {response.role} credential was refused ({response.method} {response.path} -> 401, {code}): "
+            f"renew or correct {credential_field(response.role)} in params (expired token, revoked key, wrong tenant?)"
+        )
+    return response
 
 
 def artifact_mode(ctx: AuditContext) -> bool:

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.checks.common import identity_for, tenant_surfaces
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
@@ -65,7 +66,8 @@ def declared_modes(ctx: AuditContext) -> set[str]:
 
 @SECTION.check(
     "serving.mode-declared",
-    item=MODE_ITEM,
+    items=("0.serving-mode-per-tenant", "0.read-data-modes", "0.mode-documented"),
+    evidence=EvidenceClass.DECLARED,
     title="Every tenant has a declared serving mode and a link to where it is documented",
     severity=Severity.MEDIUM,
     remediation="In params, set tenants[].serving_mode (db_only or artifact) and tenants[].mode_documented_at (the "
@@ -96,7 +98,8 @@ def mode_declared(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.mode-observed",
-    item=MODE_ITEM,
+    items=("0.serving-mode-per-tenant",),
+    evidence=EvidenceClass.LIVE,
     title="Config, metrics and data agree with the declared serving mode",
     severity=Severity.HIGH,
     remediation="Make the deployment match the declaration: RECSYS_ARTIFACT_MODE_ENABLED=true with a manifest "
@@ -159,7 +162,8 @@ def mode_observed(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.artifact-config",
-    item="Artifact/manifest mode: pipelines publish artifacts + manifest",
+    items=("0.artifact-mode",),
+    evidence=EvidenceClass.CONFIG,
     title="Artifact mode: manifest template set, S3 over TLS, cache TTLs sane",
     severity=Severity.HIGH,
     remediation="Set RECSYS_ARTIFACT_MANIFEST_TEMPLATE with {tenant} and {surface} (and RECSYS_ARTIFACT_FILE_ROOT for "
@@ -226,7 +230,8 @@ def artifact_config(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.db-signals-fresh",
-    item="DB-only mode (fastest pilot; signals live in Postgres)",
+    items=("0.db-only-mode",),
+    evidence=EvidenceClass.DATA,
     title="DB-only mode: signal tables hold recent rows for every declared tenant/surface",
     severity=Severity.HIGH,
     remediation="Run the pipelines with db.dsn set (or the loader you use) so item_popularity_daily / "
@@ -272,7 +277,8 @@ def db_signals_fresh(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.live-recommend",
-    item="Pick a serving mode per tenant/environment",
+    items=("0.serving-mode-per-tenant",),
+    evidence=EvidenceClass.LIVE,
     title="A live recommend for every declared tenant/surface returns items",
     severity=Severity.HIGH,
     remediation="Follow the empty-recommendations runbook: SIGNAL_UNAVAILABLE / SIGNAL_PARTIAL → load signals or "

@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
@@ -19,18 +21,12 @@ from recsys_audit.probes import tokens as crafted
 from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, recommend_body
 
 SECTION = Section(1, "Tenancy and authentication", notebook="01_tenancy_auth")
+register_config_rules(SECTION)  # dev auth, AUTH_REQUIRED, tenant claim, ENV, bypass switches, role names
 
 HTTP_REF = "recsys-http-and-config §3 (auth and tenancy)"
 ENV_REF = "recsys-http-and-config §4 (environment; not enforced in production)"
 REFUSED = (401, 403)
 UNLISTED_ORIGIN = "https://recsys-audit-unlisted-origin.invalid"
-ITEM_MECHANISM = "Decide the production auth mechanism: JWT (recommended) or API keys (server-to-server)"
-ITEM_JWT = (
-    "If using JWT: JWT_JWKS_URL, JWT_ISSUER, JWT_AUDIENCE; AUTH_JWKS_ALLOWED_HOSTS; AUTH_ALLOW_INSECURE_JWKS=false"
-)
-ITEM_API_KEYS = "If using API keys: API_KEY_ENABLED=true, store API_KEY_HASH_SECRET securely, rotate keys"
-ITEM_TENANCY = "Decide and document tenancy source: tenant claim(s) in JWT and/or header"
-ITEM_RBAC = "Validate RBAC rules for admin endpoints: AUTH_VIEWER_ROLE, AUTH_OPERATOR_ROLE, AUTH_ADMIN_ROLE"
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -59,18 +55,6 @@ def refusal_outcome(rows: list[dict[str, Any]], what: str, **evidence: Any) -> O
         listed = "; ".join(f"{row['probe']} → {row['status']}" for row in bad)
         return failed(f"{what} not refused: {listed}", probes=rows, **evidence)
     return passed(f"{what}: all {len(rows)} probe(s) refused as expected", probes=rows, **evidence)
-
-
-def flag_outcome(ctx: AuditContext, name: str, want: bool, why: str) -> Outcome:
-    """A one-variable config check: pass when the flag has the wanted value."""
-    setting = ctx.config.get(name)
-    value = ctx.config.flag(name)
-    evidence = {"config": ctx.config.rows([name])}
-    if value is None:
-        return warned(f"{name} is not visible in the config sources", **evidence)
-    if value != want:
-        return failed(f"{name}={setting.value} ({setting.source}): {why}", **evidence)
-    return passed(f"{name}={setting.value} ({setting.source})", **evidence)
 
 
 def jwt_in_use(ctx: AuditContext) -> bool:
@@ -123,39 +107,9 @@ def bearer_probe(ctx: AuditContext, probe: str, token: str, path: str | None = N
 
 
 @SECTION.check(
-    "auth.dev-auth-disabled",
-    item="Ensure dev headers are disabled in production (DEV_AUTH_ENABLED=false)",
-    title="Dev-header authentication is off in the deployment config",
-    severity=Severity.CRITICAL,
-    remediation="Set DEV_AUTH_ENABLED=false (api.env in Helm values); the service does not block it in production.",
-    reference="recsys-http-and-config §3 (dev headers grant an auth context, not blocked in production)",
-)
-def dev_auth_disabled(ctx: AuditContext) -> Outcome:
-    setting = ctx.config.get("DEV_AUTH_ENABLED")
-    evidence = {"config": [setting.row()]}
-    enabled = ctx.config.flag("DEV_AUTH_ENABLED")
-    if enabled is None:
-        return warned("DEV_AUTH_ENABLED is not visible (set in a secret the kit cannot read)", **evidence)
-    if enabled:
-        return failed(f"DEV_AUTH_ENABLED is on ({setting.source})", **evidence)
-    return passed(f"DEV_AUTH_ENABLED is off ({setting.source})", **evidence)
-
-
-@SECTION.check(
-    "auth.auth-required",
-    item=ITEM_MECHANISM,
-    title="AUTH_REQUIRED is on",
-    severity=Severity.CRITICAL,
-    remediation="Set AUTH_REQUIRED=true; with it off, protected routes answer anonymous callers.",
-    reference=ENV_REF,
-)
-def auth_required(ctx: AuditContext) -> Outcome:
-    return flag_outcome(ctx, "AUTH_REQUIRED", True, "protected routes accept requests without credentials")
-
-
-@SECTION.check(
     "auth.production-mechanism",
-    item=ITEM_MECHANISM,
+    items=("1.auth-mechanism", "1.jwt", "1.api-keys"),
+    evidence=EvidenceClass.CONFIG,
     title="A production auth mechanism (JWT or API keys) is declared and enabled",
     severity=Severity.CRITICAL,
     remediation="Declare auth.mechanisms in params and enable it: JWT_AUTH_ENABLED=true with JWKS/issuer/audience, "
@@ -179,7 +133,8 @@ def production_mechanism(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-config",
-    item=ITEM_JWT,
+    items=("1.jwt-jwks-issuer-audience", "1.jwks-allowed-hosts"),
+    evidence=EvidenceClass.CONFIG,
     title="JWT: https JWKS on the allow-list, insecure JWKS off, issuer and audience set, RS algorithms only",
     severity=Severity.HIGH,
     remediation="Set JWT_JWKS_URL to an https URL whose host is listed in AUTH_JWKS_ALLOWED_HOSTS, keep "
@@ -238,7 +193,8 @@ def jwt_config(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.api-key-secret",
-    item=ITEM_API_KEYS,
+    items=("1.api-key-hash-secret",),
+    evidence=EvidenceClass.CONFIG,
     title="API keys: API_KEY_HASH_SECRET is set (stored key hashes are HMACs, not plain SHA-256)",
     severity=Severity.HIGH,
     remediation="Set API_KEY_HASH_SECRET from a secret store (Helm api.existingSecret); re-hash stored keys with it.",
@@ -259,46 +215,9 @@ def api_key_secret(ctx: AuditContext) -> Outcome:
 
 
 @SECTION.check(
-    "auth.tenant-claim-required",
-    item=ITEM_TENANCY,
-    title="AUTH_REQUIRE_TENANT_CLAIM is on (the tenant header alone cannot pick a tenant)",
-    severity=Severity.CRITICAL,
-    remediation="Set AUTH_REQUIRE_TENANT_CLAIM=true (it defaults on only when ENV=production).",
-    reference=HTTP_REF,
-)
-def tenant_claim_required(ctx: AuditContext) -> Outcome:
-    return flag_outcome(
-        ctx, "AUTH_REQUIRE_TENANT_CLAIM", True, "any caller with an auth context picks its tenant by header"
-    )
-
-
-@SECTION.check(
-    "auth.rbac-roles",
-    item=ITEM_RBAC,
-    title="RBAC role names are set (all empty switches admin RBAC off)",
-    severity=Severity.HIGH,
-    remediation="Set AUTH_VIEWER_ROLE, AUTH_OPERATOR_ROLE and AUTH_ADMIN_ROLE to the role names your IdP issues.",
-    reference="recsys-http-and-config §1 (RBAC), §2 (admin-only explain)",
-)
-def rbac_roles(ctx: AuditContext) -> Outcome:
-    names = ["AUTH_VIEWER_ROLE", "AUTH_OPERATOR_ROLE", "AUTH_ADMIN_ROLE", "AUTH_ROLE_CLAIMS"]
-    evidence = {"config": ctx.config.rows(names)}
-    values = {name: ctx.config.value(name) for name in names[:3]}
-    if any(v is None for v in values.values()):
-        return warned("some role names are not visible in the config sources", **evidence)
-    empty = [name for name, value in values.items() if not (value or "").strip()]
-    if len(empty) == 3:
-        return failed("all three role names are empty: admin RBAC is off", **evidence)
-    if "AUTH_ADMIN_ROLE" in empty:
-        return failed("AUTH_ADMIN_ROLE is empty: explain=full and traces are open to every caller", **evidence)
-    if empty:
-        return warned(f"{', '.join(empty)} empty", **evidence)
-    return passed("viewer, operator and admin role names are set", **evidence)
-
-
-@SECTION.check(
     "auth.tenant-source-documented",
-    item=ITEM_TENANCY,
+    items=("1.tenancy-source", "1.tenant-claims-or-header"),
+    evidence=EvidenceClass.DECLARED,
     title="The tenant source (claims and/or header) is declared, documented and matches the config",
     severity=Severity.MEDIUM,
     remediation="Set auth.tenant_source and auth.tenant_source_documented_at in params; a claims-only source needs "
@@ -325,53 +244,11 @@ def tenant_source_documented(ctx: AuditContext) -> Outcome:
 
 
 @SECTION.check(
-    "auth.env-production",
-    item="Ensure dev headers are disabled in production",
-    title="ENV is really production (production-only startup guards are active)",
-    severity=Severity.HIGH,
-    remediation="Set ENV=production: only then does the service refuse missing salts/secrets and S3 without TLS, "
-    "and default the tenant claim on and docs off.",
-    reference=ENV_REF,
-)
-def env_production(ctx: AuditContext) -> Outcome:
-    if not ctx.params.target.production:
-        return skipped("params declare a non-production target (target.production: false)")
-    setting = ctx.config.get("ENV")
-    evidence = {"config": ctx.config.rows(["ENV"])}
-    if setting.value is None:
-        return warned("ENV is not visible in the config sources", **evidence)
-    if setting.value.strip().lower() != "production":
-        return failed(f"ENV={setting.value or '(empty)'} ({setting.source}): production guards are off", **evidence)
-    return passed(f"ENV=production ({setting.source})", **evidence)
-
-
-@SECTION.check(
-    "auth.bypass-flags-off",
-    item="Ensure dev headers are disabled in production",
-    title="No dangerous bypass switch is on (JWT skip header, rate-limit skip, admin-only explain)",
-    severity=Severity.HIGH,
-    remediation="Set JWT_ALLOW_DANGEROUS_DEV_BYPASSES, JWT_SKIP_HEADER_ENABLED, RATE_LIMIT_SKIP_ENABLED and "
-    "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES to false and keep RECSYS_EXPLAIN_REQUIRE_ADMIN=true.",
-    reference=ENV_REF,
-)
-def bypass_flags_off(ctx: AuditContext) -> Outcome:
-    must_be_off = [
-        "JWT_ALLOW_DANGEROUS_DEV_BYPASSES",
-        "JWT_SKIP_HEADER_ENABLED",
-        "RATE_LIMIT_SKIP_ENABLED",
-        "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES",
-    ]
-    must_be_on = ["RECSYS_EXPLAIN_REQUIRE_ADMIN"]
-    evidence = {"config": ctx.config.rows(must_be_off + must_be_on)}
-    wrong = [n for n in must_be_off if ctx.config.flag(n)] + [n for n in must_be_on if ctx.config.flag(n) is False]
-    if wrong:
-        return failed(f"bypass switches in the wrong position: {', '.join(wrong)}", **evidence)
-    return passed("all bypass switches off, explain=full admin-only", **evidence)
-
-
-@SECTION.check(
     "auth.key-rotation-documented",
-    item=ITEM_API_KEYS,
+    items=("1.api-key-rotation",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: the rotation process is a document and a habit that only a reviewer can attest "
+    "(key ages are judged by auth.api-key-storage)",
     title="API-key rotation process is documented and exercised",
     severity=Severity.LOW,
     remediation="Document how keys are issued, rotated and revoked (SQL on tenant_api_keys), link it in params "
@@ -390,7 +267,8 @@ def key_rotation_documented(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.unauthenticated-refused",
-    item=ITEM_MECHANISM,
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
     title="Without credentials, serving and admin routes answer 401",
     severity=Severity.CRITICAL,
     remediation="Keep AUTH_REQUIRED=true with a production auth mechanism; nothing under /v1 may answer anonymous "
@@ -413,7 +291,8 @@ def unauthenticated_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.dev-headers-refused",
-    item="Ensure dev headers are disabled in production (DEV_AUTH_ENABLED=false)",
+    items=("1.dev-auth-disabled",),
+    evidence=EvidenceClass.LIVE,
     title="Dev headers alone are refused",
     severity=Severity.CRITICAL,
     remediation="Set DEV_AUTH_ENABLED=false: with it on, anyone who sends X-Dev-User-Id / X-Dev-Org-Id is a user "
@@ -437,7 +316,8 @@ def dev_headers_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.tenant-header-alone-refused",
-    item=ITEM_TENANCY,
+    items=("1.tenant-claims-or-header",),
+    evidence=EvidenceClass.LIVE,
     title="The tenant header alone is refused",
     severity=Severity.CRITICAL,
     remediation="Require a real credential: AUTH_REQUIRE_TENANT_CLAIM=true and DEV_AUTH_ENABLED=false; a bare "
@@ -467,7 +347,8 @@ def _jwt_skip(ctx: AuditContext) -> Outcome | None:
 
 @SECTION.check(
     "auth.jwt-alg-none-refused",
-    item=ITEM_JWT,
+    items=("1.jwt",),
+    evidence=EvidenceClass.LIVE,
     title="An unsigned JWT (alg: none) is refused",
     severity=Severity.CRITICAL,
     remediation="Pin JWT_ALLOWED_ALGORITHMS to RS256 (or another asymmetric algorithm); a verifier that honours "
@@ -484,7 +365,8 @@ def jwt_alg_none_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-unknown-key-refused",
-    item=ITEM_JWT,
+    items=("1.jwt",),
+    evidence=EvidenceClass.LIVE,
     title="A JWT signed by an unknown key (with a trusted kid) is refused",
     severity=Severity.CRITICAL,
     remediation="Verify signatures against the JWKS only; never fall back to unverified decoding or to a key from "
@@ -508,7 +390,8 @@ def jwt_unknown_key_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-tampered-claim-refused",
-    item=ITEM_TENANCY,
+    items=("1.jwt", "1.tenant-claims-or-header"),
+    evidence=EvidenceClass.LIVE,
     title="A real token with an edited tenant claim is refused",
     severity=Severity.CRITICAL,
     remediation="Verify the signature over the whole token before reading any claim; the tenant claim must come "
@@ -529,7 +412,8 @@ def jwt_tampered_claim_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-trusted-key-negatives",
-    item=ITEM_JWT,
+    items=("1.jwt-jwks-issuer-audience",),
+    evidence=EvidenceClass.LIVE,
     title="Tokens signed by the trusted key but expired, for another issuer/audience, or HS256-confused are refused",
     severity=Severity.HIGH,
     remediation="Set JWT_ISSUER and JWT_AUDIENCE, keep JWT_REQUIRE_EXPIRATION=true with a small clock skew, and pin "
@@ -572,7 +456,8 @@ def jwt_trusted_key_negatives(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwks-reachable",
-    item="Confirm readiness check passes from the cluster network (/readyz)",
+    items=("1.jwks-allowed-hosts", "1.readyz-from-cluster"),
+    evidence=EvidenceClass.LIVE,
     title="The JWKS endpoint answers over verified TLS with public keys only",
     severity=Severity.HIGH,
     remediation="Serve the JWKS over https with a certificate the service trusts; publish only public members "
@@ -598,7 +483,8 @@ def jwks_reachable(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.api-key-unknown-refused",
-    item=ITEM_API_KEYS,
+    items=("1.api-keys",),
+    evidence=EvidenceClass.LIVE,
     title="An unknown API key is refused with 401",
     severity=Severity.CRITICAL,
     remediation="Look keys up by exact HMAC hash and refuse unknown, revoked and expired keys with 401.",
@@ -618,7 +504,8 @@ def api_key_unknown_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.api-key-storage",
-    item=ITEM_API_KEYS,
+    items=("1.api-key-hash-secret", "1.api-key-rotation"),
+    evidence=EvidenceClass.DATA,
     title="Stored API keys are 64-hex hashes, expire, and are younger than the rotation policy",
     severity=Severity.HIGH,
     remediation="Store only HMAC-SHA256 hashes in tenant_api_keys.key_hash, give every key an expires_at, rotate "
@@ -684,7 +571,8 @@ def api_key_storage(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cross-tenant-header-refused",
-    item=ITEM_TENANCY,
+    items=("1.tenant-claims-or-header",),
+    evidence=EvidenceClass.LIVE,
     title="Tenant A's credential with X-Org-Id of tenant B is refused (403)",
     severity=Severity.CRITICAL,
     remediation="Keep the tenant-scope check: a header tenant that differs from the claim or key tenant must give "
@@ -704,7 +592,8 @@ def cross_tenant_header_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cross-tenant-admin-refused",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin",),
+    evidence=EvidenceClass.LIVE,
     title="Tenant A's viewer cannot read tenant B's admin documents",
     severity=Severity.CRITICAL,
     remediation="Compare the URL {tenant_id} with the caller's tenant in the admin handlers (or a route-level "
@@ -733,7 +622,8 @@ def cross_tenant_admin_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.rbac-viewer-write-denied",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin", "1.rbac-role-names"),
+    evidence=EvidenceClass.LIVE,
     title="A viewer's admin PUT is refused by RBAC (403), before any version check",
     severity=Severity.CRITICAL,
     remediation="Require AUTH_OPERATOR_ROLE/AUTH_ADMIN_ROLE for non-GET admin methods (non-empty role names).",
@@ -755,7 +645,8 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.rbac-no-role-denied",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin",),
+    evidence=EvidenceClass.LIVE,
     title="An identity without roles is refused on admin GET (403)",
     severity=Severity.HIGH,
     remediation="Keep the three role names non-empty so admin routes require a role.",
@@ -771,7 +662,8 @@ def rbac_no_role_denied(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.explain-admin-only",
-    item=ITEM_RBAC,
+    items=("1.rbac-role-names",),
+    evidence=EvidenceClass.LIVE,
     title="explain=full and include_trace are refused to non-admin callers (403)",
     severity=Severity.MEDIUM,
     remediation="Keep RECSYS_EXPLAIN_REQUIRE_ADMIN=true and AUTH_ADMIN_ROLE non-empty: explanations expose signals "
@@ -799,7 +691,8 @@ def explain_admin_only(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.readyz-reachable",
-    item="Confirm readiness check passes from the cluster network (/readyz)",
+    items=("1.readyz-from-cluster", "5.readyz-readiness"),
+    evidence=EvidenceClass.LIVE,
     title="/readyz answers 200 from the auditor's network",
     severity=Severity.HIGH,
     remediation="Follow the service-not-ready runbook: DB reachability first, then auth-provider config.",
@@ -818,7 +711,8 @@ def readyz_reachable(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cors-restricted",
-    item="Decide the production auth mechanism",
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
     title="CORS allows only listed origins (no * in production)",
     severity=Severity.MEDIUM,
     remediation="Set CORS_ALLOWED_ORIGINS to the exact browser origins that call the API (the default is *).",
@@ -853,7 +747,8 @@ def cors_restricted(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.docs-disabled",
-    item="Ensure dev headers are disabled in production",
+    items=("1.dev-auth-disabled",),
+    evidence=EvidenceClass.LIVE,
     title="API docs and OpenAPI spec are not served in production",
     severity=Severity.LOW,
     remediation="Set DOCS_ENABLED=false (the default only when ENV=production).",

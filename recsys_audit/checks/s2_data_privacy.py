@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
 
 SECTION = Section(2, "Data contracts, logging and privacy", notebook="02_data_privacy")
+register_config_rules(SECTION)  # exposure logging on
 
 EXPOSURE_REF = "recsys-http-and-config §7 (exposure logging); recsys-data-and-ops §3.5"
 EVENT_TABLES = ("exposure_events", "interaction_events")
@@ -189,7 +192,8 @@ def key_text(value: Any) -> str:
 
 @SECTION.check(
     "privacy.identifiers-declared",
-    item="Decide what identifiers are allowed (user_id / anonymous_id / session_id)",
+    items=("2.allowed-identifiers",),
+    evidence=EvidenceClass.DATA,
     title="Exposure records carry only the identifiers the params allow",
     severity=Severity.MEDIUM,
     remediation="Declare privacy.allowed_identifiers in params and stop clients from sending the others (or drop "
@@ -228,7 +232,8 @@ def identifiers_declared(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.request-id-coverage",
-    item="Confirm exposure/outcome logging design: required IDs + correlation strategy (request_id, item_id, subject)",
+    items=("2.correlation-ids",),
+    evidence=EvidenceClass.DATA,
     title="request_id is present in at least 99% of sampled exposure records",
     severity=Severity.MEDIUM,
     remediation="Send X-Request-Id from the caller (or keep the service-generated one) and log it with every "
@@ -287,7 +292,8 @@ def salt_problem(value: str, min_length: int) -> str | None:
 
 @SECTION.check(
     "privacy.salts",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
+    items=("2.exposure-hash-salt",),
+    evidence=EvidenceClass.CONFIG,
     title="Hash salts and secrets are set when their feature is on, not example values, long enough",
     severity=Severity.HIGH,
     remediation="Generate each salt/secret (e.g. 32 random bytes, base64), keep them in a secret store (Helm "
@@ -353,7 +359,10 @@ def salts(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.salt-rotation-attested",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
+    items=("2.exposure-hash-salt",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: the service keeps no record of when a salt changed; only an attestation dates the "
+    "last rotation",
     title="Salt rotation is scheduled and its last date attested",
     severity=Severity.LOW,
     remediation="Record the salt rotation procedure and the last rotation date; attest it in params "
@@ -369,7 +378,8 @@ def salt_rotation_attested(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.subject-ids-hashed",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
+    items=("2.exposure-hash-salt", "2.allowed-identifiers"),
+    evidence=EvidenceClass.DATA,
     title="Subject ids in exposure logs and event tables look like HMAC-SHA256 hex, not raw ids",
     severity=Severity.CRITICAL,
     remediation="Log only HMAC-SHA256(EXPOSURE_HASH_SALT, id) for user/anonymous/session ids (service_v1 "
@@ -416,7 +426,8 @@ def subject_ids_hashed(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.pii-scan",
-    item="Document your PII stance (what fields are considered PII in your org)",
+    items=("2.pii-stance",),
+    evidence=EvidenceClass.DATA,
     title="A bounded sample of exposure logs and event rows holds no emails, phone numbers, IPs or declared PII",
     severity=Severity.HIGH,
     remediation="Keep PII out of request fields that are logged (context, item ids, meta); hash subject ids; purge "
@@ -459,7 +470,8 @@ def pii_scan(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.exposure-retention",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Exposure retention is configured within policy and nothing older is kept",
     severity=Severity.MEDIUM,
     remediation="Log to a directory (daily files, pruned) with EXPOSURE_LOG_RETENTION_DAYS ≤ the policy, and drop "
@@ -521,65 +533,6 @@ def exposure_retention(ctx: AuditContext) -> Outcome:
     return passed(f"retention {retention} d ≤ policy {policy} d; nothing older kept", **evidence)
 
 
-PARTITIONS_SQL = """
-SELECT child.relname AS partition, pg_get_expr(child.relpartbound, child.oid) AS bound,
-       pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' AS is_default
-FROM pg_inherits i
-JOIN pg_class parent ON parent.oid = i.inhparent
-JOIN pg_class child ON child.oid = i.inhrelid
-WHERE parent.relname = %s AND parent.relnamespace = 'public'::regnamespace
-ORDER BY child.relname
-"""
-
-
-@SECTION.check(
-    "privacy.default-partition-rows",
-    item="Confirm exposure/outcome logging design: retention policy",
-    title="Event rows land in monthly partitions, not the default partition",
-    severity=Severity.MEDIUM,
-    remediation="Create monthly partitions ahead of time (SELECT ensure_monthly_partitions('exposure_events', "
-    "date_trunc('month', now())::date, 3) from a scheduled job); move rows out of *_default before creating the "
-    "partition of a month that already has rows there; retention then drops whole partitions.",
-    reference="recsys-data-and-ops §1.4 (only DEFAULT partitions are created)",
-)
-def default_partition_rows(ctx: AuditContext) -> Outcome:
-    rows = []
-    statuses = []
-    month = dt.datetime.now(dt.UTC).strftime("%Y_%m")
-    for table in EVENT_TABLES:
-        if not ctx.db.table_exists(table):
-            continue
-        partitions = ctx.db.query(PARTITIONS_SQL, (table,))
-        default = next((p["partition"] for p in partitions if p["is_default"]), None)
-        has_rows = (
-            bool(ctx.db.scalar(f'SELECT EXISTS (SELECT 1 FROM ONLY public."{default}" LIMIT 1)')) if default else False
-        )
-        monthly = [p["partition"] for p in partitions if not p["is_default"]]
-        current = any(name.endswith(month) for name in monthly)
-        status = Status.FAIL if has_rows else Status.WARN if not current else Status.PASS
-        statuses.append(status)
-        rows.append(
-            {
-                "table": table,
-                "default_partition": default,
-                "default_has_rows": has_rows,
-                "monthly_partitions": len(monthly),
-                f"has_{month}": current,
-                "status": str(status),
-            }
-        )
-    if not rows:
-        return skipped("no event tables in the database")
-    evidence = {"sql": " ".join(PARTITIONS_SQL.split()), "tables": rows}
-    status = worst(*statuses)
-    if status == Status.FAIL:
-        piling = [r["table"] for r in rows if r["default_has_rows"]]
-        return failed(f"rows pile into the default partition of {', '.join(piling)}", **evidence)
-    if status == Status.WARN:
-        return warned(f"no partition for the current month ({month}) on some event tables", **evidence)
-    return passed("event tables have current monthly partitions and an empty default partition", **evidence)
-
-
 # --- access control --------------------------------------------------------------------------------------------------
 
 READERS_SQL = """
@@ -598,7 +551,8 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s) AND a.gran
 
 @SECTION.check(
     "privacy.event-table-access",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Only the allowed roles can read exposure, interaction and audit tables",
     severity=Severity.HIGH,
     remediation="REVOKE SELECT on exposure_events, interaction_events and audit_log from every role not listed in "
@@ -656,7 +610,8 @@ def event_table_access(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.log-file-permissions",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Exposure and audit log files are private to the service (files 0600, directories 0700)",
     severity=Severity.MEDIUM,
     remediation="chmod 0600 the log files and 0700 their directories (the service creates them so); keep the log "
@@ -696,7 +651,10 @@ def log_file_permissions(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.pii-stance-documented",
-    item="Document your PII stance (what fields are considered PII in your org)",
+    items=("2.pii-stance",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: which fields count as PII is an organisational decision; the logs themselves are "
+    "scanned by privacy.pii-scan",
     title="The PII stance is documented",
     severity=Severity.LOW,
     remediation="Write down which request fields are PII, which may be logged and how (hashed, dropped), link it and "

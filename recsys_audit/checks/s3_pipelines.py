@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, errored, failed, manual, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
@@ -120,7 +121,8 @@ def current_manifests(ctx: AuditContext) -> list[ManifestProbe]:
 
 @SECTION.check(
     "pipelines.manifest-valid",
-    item="Artifact/manifest mode: pipelines publish artifacts + manifest",
+    items=("0.artifact-mode",),
+    evidence=EvidenceClass.DATA,
     title="Every declared tenant/surface has a fetchable manifest v1 naming that tenant and surface",
     severity=Severity.HIGH,
     remediation="Publish current/<tenant>/<surface>/manifest.json where RECSYS_ARTIFACT_MANIFEST_TEMPLATE points "
@@ -161,7 +163,8 @@ def manifest_age_metric(ctx: AuditContext) -> tuple[float | None, str]:
 
 @SECTION.check(
     "pipelines.manifest-fresh",
-    item=FRESHNESS_ITEM,
+    items=("3.freshness-slo-alerting",),
+    evidence=EvidenceClass.DATA,
     title="Manifests are younger than the freshness SLO (updated_at and the service's age gauge)",
     severity=Severity.HIGH,
     remediation="Find why publishing stopped (pipelines CronJob history, checkpoint, upload step) and republish; "
@@ -202,7 +205,8 @@ def manifest_fresh(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "pipelines.artifacts-verified",
-    item="Artifact/manifest mode: pipelines publish artifacts + manifest",
+    items=("0.artifact-mode",),
+    evidence=EvidenceClass.DATA,
     title="Every artifact a manifest points to exists and hashes to its version",
     severity=Severity.HIGH,
     remediation="Re-publish the missing or altered artifacts (blobs are immutable and content-addressed: a mismatch "
@@ -268,7 +272,8 @@ def rollback_command(ctx: AuditContext, previous: str, current: str, tenant: str
 
 @SECTION.check(
     "pipelines.rollback-manifest-retained",
-    item=ROLLBACK_ITEM,
+    items=("3.manifest-rollback", "7.manifest-procedure"),
+    evidence=EvidenceClass.DATA,
     title="A previous known-good manifest is retained for every tenant/surface, with its artifacts",
     severity=Severity.HIGH,
     remediation="Before each publish, copy the current manifest to a retained location (e.g. registry/previous/"
@@ -365,7 +370,8 @@ def publish_interval(ctx: AuditContext) -> tuple[int | None, str]:
 
 @SECTION.check(
     "pipelines.publish-scheduled",
-    item=AUTOMATED_ITEM,
+    items=("3.publishing-automated-owned",),
+    evidence=EvidenceClass.DATA,
     title="Publishing runs on a schedule and its last successful run is recent",
     severity=Severity.MEDIUM,
     remediation="Run recsys-pipelines from a scheduler (CronJob with concurrencyPolicy Forbid, backoffLimit, a "
@@ -401,7 +407,8 @@ def publish_scheduled(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "pipelines.publish-owner",
-    item=AUTOMATED_ITEM,
+    items=("3.publishing-automated-owned",),
+    evidence=EvidenceClass.ATTESTED,
     title="Publishing has a named owner and on-call",
     severity=Severity.MEDIUM,
     remediation="Name the team that owns the pipelines and is paged by the stale-manifest alert "
@@ -447,7 +454,8 @@ def manifest_age_alerts(ctx: AuditContext) -> tuple[list[dict[str, Any]], list[s
 
 @SECTION.check(
     "pipelines.stale-manifest-alert",
-    item=FRESHNESS_ITEM,
+    items=("3.freshness-slo-alerting",),
+    evidence=EvidenceClass.CONFIG,
     title="A stale-manifest alert exists and its threshold fits the publish cadence and the SLO",
     severity=Severity.MEDIUM,
     remediation="Alert on recsys_artifact_manifest_age_seconds above the publish interval plus the pipeline's run "
@@ -489,7 +497,8 @@ def stale_manifest_alert(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "pipelines.artifact-load-failures",
-    item=FRESHNESS_ITEM,
+    items=("3.freshness-slo-alerting",),
+    evidence=EvidenceClass.LIVE,
     title="The service reports no artifact load failures",
     severity=Severity.MEDIUM,
     remediation="Read the service log for the failing kind (manifest, popularity, cooc…): object-store credentials, "
