@@ -7,12 +7,16 @@ A :class:`FakeAudit` is a real :class:`~recsys_audit.context.AuditContext` whose
 * **config**: a real env file (``env={"NAME": "value"}``) and/or Helm values (``helm={...}``, a values document)
   listed as config sources, read by the real config loader;
 * **HTTP**: a real server on loopback (:class:`CannedServer`) answering ``routes={"GET /readyz": Answer(...)}``
-  (a key without a method answers any method; a callable gets the :class:`Request` and returns an ``Answer``), with
+  (a key without a method answers any method, ``"*"`` any path not listed; a callable gets the :class:`Request` and
+  returns an ``Answer``), with
   ``metrics=`` served as ``GET /metrics``. ``target.base_url`` points to it; so can a JWKS or Prometheus URL
   (``audit.url + "/jwks.json"``). Unknown routes answer 404 like chi;
 * **database**: canned rows (:class:`CannedDatabase`, ``db={"sql fragment": rows}``) — or a real DSN in ``params``;
 * **files**: ``files={"relative/path": "text"}`` written beside the params file before it loads (secret files for
-  ``file:`` references, manifests, logs); ``audit.folder`` is that directory.
+  ``file:`` references, manifests, logs); ``audit.folder`` is that directory. ``setup=callable(folder)`` runs
+  after the files are written (file modes, a manifest registry); a route callable sees the folder as
+  ``request.folder`` (to write what the service would, e.g. an exposure record);
+* **TLS**: ``tls=True`` serves HTTPS with a fresh self-signed certificate, trusted through ``target.ca_bundle``.
 
 ``{url}`` in any string of ``params``, ``env``, ``helm`` or ``files`` becomes the loopback server's base URL (a JWKS
 URL, a Prometheus URL), and ``{folder}`` the audit's folder (absolute ``file://`` URIs).
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +83,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     body: bytes
+    folder: Path | None = None  # the fake audit's folder, for routes that write what a service would (log files)
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -90,9 +96,13 @@ NOT_FOUND = Answer(404, "404 page not found\n")
 class CannedServer:
     """A real HTTP server on 127.0.0.1 answering from a route table; ``seen`` lists every request it got."""
 
-    def __init__(self, routes: Mapping[str, Route] | None = None) -> None:
+    def __init__(
+        self, routes: Mapping[str, Route] | None = None, *, tls_folder: Path | None = None, folder: Path | None = None
+    ) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.seen: list[Request] = []
+        self.folder = folder
+        self.ca_file: Path | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -108,6 +118,7 @@ class CannedServer:
                     parse_qs(parts.query),
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length) if length else b"",
+                    server.folder,
                 )
                 server.seen.append(request)
                 answer = server.answer(request)
@@ -124,12 +135,22 @@ class CannedServer:
             do_GET = do_POST = do_PUT = do_HEAD = do_OPTIONS = do_DELETE = _serve
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        scheme = "http"
+        if tls_folder is not None:  # HTTPS with a fresh self-signed certificate, which is also the CA to trust
+            from fault_servers import self_signed_certificate
+
+            self.ca_file, key_file = self_signed_certificate(tls_folder)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ca_file, key_file)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def answer(self, request: Request) -> Answer:
-        route = self.routes.get(f"{request.method} {request.path}", self.routes.get(request.path, NOT_FOUND))
+        route = self.routes.get(f"{request.method} {request.path}") or self.routes.get(request.path)
+        route = route or self.routes.get("*", NOT_FOUND)
         return route(request) if callable(route) else route
 
     def requests_to(self, path: str, method: str | None = None) -> list[Request]:
@@ -138,6 +159,19 @@ class CannedServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def prometheus_api(answers: Mapping[str, list[tuple[dict[str, str], float]]]) -> Route:
+    """``GET /api/v1/query``: the first key found in the PromQL picks the vector answered (labels, value) — an
+    empty vector for any other query."""
+
+    def answer(request: Request) -> Answer:
+        promql = (request.query.get("query") or [""])[0]
+        series = next((rows for fragment, rows in answers.items() if fragment in promql), [])
+        result = [{"metric": labels, "value": [0, str(value)]} for labels, value in series]
+        return Answer(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    return answer
 
 
 # --- database ------------------------------------------------------------------------------------------------------
@@ -226,10 +260,12 @@ class FakeAudit:
         metrics: str | None = None,
         db: CannedDatabase | None = None,
         files: Mapping[str, str | bytes] | None = None,
+        setup: Callable[[Path], None] | None = None,
+        tls: bool = False,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.server = CannedServer(routes)
+        self.server = CannedServer(routes, tls_folder=folder if tls else None, folder=folder)
         names = {"url": self.server.url, "folder": str(folder.resolve())}
         params, env, helm, files = (filled(value, names) for value in (params, env, helm, files))
         if metrics is not None:
@@ -238,9 +274,14 @@ class FakeAudit:
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
+        if setup is not None:
+            setup(folder)
+        target: dict[str, Any] = {"base_url": self.server.url, "timeout_s": 3}
+        if self.server.ca_file is not None:
+            target["ca_bundle"] = self.server.ca_file.name
         document: dict[str, Any] = {
             "environment": {"name": "fake"},
-            "target": {"base_url": self.server.url, "timeout_s": 3},
+            "target": target,
             "tenants": [{"id": "acme", "surfaces": ["home"]}],
         }
         sources = []
@@ -252,6 +293,9 @@ class FakeAudit:
             sources.append({"kind": "helm_values", "path": "values.yaml"})
         if sources:
             document["config_sources"] = sources
+        if db is not None:  # canned rows stand in for a database the params name
+            (folder / "fake.dsn").write_text("postgresql://fake@127.0.0.1:1/fake\n", encoding="utf-8")
+            document["database"] = {"dsn": "file:fake.dsn"}
         document = merged(document, dict(params or {}))
         params_path = folder / "params.yaml"
         params_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from recsys_audit import checklist
-from recsys_audit.catalog import all_checks, section_by_number
+from recsys_audit.catalog import Check, all_checks, section_by_number
 from recsys_audit.checklist import EvidenceClass
 from recsys_audit.checks.config_rules import load_rules
 from recsys_audit.cli import main
@@ -164,7 +164,12 @@ SECTION_TESTS = {
 }
 # Sections whose test module does not list CASES for every check yet. Strict: once a section is proven, its
 # entry must go (the xfail turns into a failure).
-NOT_YET_PROVEN = {0, 1, 2, 3, 4, 5, 6, 7}
+NOT_YET_PROVEN = {4, 5, 6, 7}
+
+
+def healthy(check: Check) -> set[Status]:
+    """What a healthy input gets: pass — or manual for a check only an attestation closes (merged in later)."""
+    return {Status.PASS, Status.MANUAL} if check.evidence == EvidenceClass.ATTESTED else {Status.PASS}
 
 
 @pytest.mark.parametrize("number", sorted(SECTION_TESTS))
@@ -181,6 +186,6 @@ def test_every_check_is_proven_on_a_fake_context(number: int, request: pytest.Fi
         if check.cannot_fail:
             if not statuses or Status.FAIL in statuses:
                 problems.append(f"{check.id}: cannot fail by design, needs a case showing its non-pass status")
-        elif not {Status.PASS, Status.FAIL} <= statuses:
+        elif Status.FAIL not in statuses or not statuses & healthy(check):
             problems.append(f"{check.id}: needs a passing and a failing case (has {sorted(statuses)})")
     assert not problems, problems

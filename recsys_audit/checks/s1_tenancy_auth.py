@@ -13,12 +13,20 @@ from urllib.parse import urlparse
 
 from recsys_audit.catalog import Section
 from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import (
+    accepted,
+    awaiting_attestation,
+    credential_field,
+    keyed_hash,
+    secret_problem,
+    unkeyed_hashes,
+)
 from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
-from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
+from recsys_audit.findings import Outcome, Severity, Status, errored, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
 from recsys_audit.probes import tokens as crafted
-from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, recommend_body
+from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, Role, recommend_body
 
 SECTION = Section(1, "Tenancy and authentication", notebook="01_tenancy_auth")
 register_config_rules(SECTION)  # dev auth, AUTH_REQUIRED, tenant claim, ENV, bypass switches, role names
@@ -27,6 +35,7 @@ HTTP_REF = "recsys-http-and-config §3 (auth and tenancy)"
 ENV_REF = "recsys-http-and-config §4 (environment; not enforced in production)"
 REFUSED = (401, 403)
 UNLISTED_ORIGIN = "https://recsys-audit-unlisted-origin.invalid"
+AUDIT_ROLES: tuple[Role, ...] = ("viewer", "operator", "admin", "no_role", "other_tenant")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -96,6 +105,35 @@ def jwks(ctx: AuditContext) -> crafted.JwksDocument:
     return ctx.memo("s1:jwks", fetch)
 
 
+def credential_checks(ctx: AuditContext) -> list[dict[str, Any]]:
+    """One harmless validate request per audit credential (no engine, no metrics): was the credential accepted?"""
+
+    def check() -> list[dict[str, Any]]:
+        rows = []
+        surface = ctx.params.tenants[0].surfaces[0]
+        for role in AUDIT_ROLES:
+            if not ctx.service.has_role(role):
+                continue
+            tenant = (other_tenant(ctx) or audited_tenant(ctx)) if role == "other_tenant" else audited_tenant(ctx)
+            headers = {ctx.params.auth.tenant_header: tenant}
+            response = ctx.service.post("/v1/recommend/validate", recommend_body(surface), role=role, headers=headers)
+            row = {"role": role, "params": credential_field(role), **response.evidence()}
+            rows.append({**row, "accepted": response.status != 401})
+        return rows
+
+    return ctx.memo("s1:credentials", check)
+
+
+def audit_api_keys(ctx: AuditContext) -> list[tuple[str, str]]:
+    """(role, key) for every audit credential that is an API key."""
+    keys = []
+    for role in AUDIT_ROLES:
+        credential = ctx.service.credential(role)
+        if credential is not None and credential.api_key is not None:
+            keys.append((role, credential.api_key.reveal()))
+    return keys
+
+
 def bearer_probe(ctx: AuditContext, probe: str, token: str, path: str | None = None) -> dict[str, Any]:
     """GET an admin document of the audited tenant with a crafted bearer token and no tenant header."""
     path = path or admin_config_path(audited_tenant(ctx))
@@ -126,8 +164,12 @@ def production_mechanism(ctx: AuditContext) -> Outcome:
     off = [m for m in declared if enabled[m] is False]
     if off:
         return failed(f"declared {', '.join(off)} but {', '.join(switches[m] for m in off)} is off", **evidence)
-    if not any(enabled.values()):
-        return warned("no production auth mechanism is visibly enabled in the config sources", **evidence)
+    unseen = [switches[m] for m in declared if enabled[m] is None]
+    if unseen:
+        return warned(f"declared {', '.join(declared)}, but {', '.join(unseen)} is not visible", **evidence)
+    undeclared = [m for m, on in enabled.items() if on and m not in declared]
+    if undeclared:
+        return warned(f"{', '.join(undeclared)} is enabled but not declared in params (auth.mechanisms)", **evidence)
     return passed(f"{', '.join(declared)} declared and enabled", **evidence)
 
 
@@ -173,9 +215,9 @@ def jwt_config(ctx: AuditContext) -> Outcome:
         problems.append((Status.FAIL, "AUTH_ALLOW_INSECURE_JWKS=true"))
     for name, declared in (("JWT_ISSUER", ctx.params.auth.jwt.issuer), ("JWT_AUDIENCE", ctx.params.auth.jwt.audience)):
         setting = config.get(name)
-        if setting.state == "unknown" or setting.state == "hidden":
-            continue
-        if not setting.value:
+        if setting.value is None:
+            problems.append((Status.WARN, f"{name} not visible"))
+        elif not setting.value:
             problems.append((Status.FAIL, f"{name} is empty"))
         elif declared and declared != setting.value:
             problems.append((Status.FAIL, f"{name} differs from the value declared in params (auth.jwt)"))
@@ -191,27 +233,89 @@ def jwt_config(ctx: AuditContext) -> Outcome:
     return failed(summary, **evidence) if status == Status.FAIL else warned(summary, **evidence)
 
 
+STORED_HASH_SQL = "SELECT key_hash FROM tenant_api_keys WHERE key_hash = ANY(%s)"  # the UNIQUE index answers
+
+
+def stored_key_hashes(ctx: AuditContext, secret: str | None) -> tuple[list[dict[str, Any]], Status, str]:
+    """How the service stored the audit's own API keys: unkeyed (empty secret), keyed with the configured secret,
+    or keyed with something else — looked up by exact hash, never reading the key table."""
+    accepted_roles = {row["role"] for row in credential_checks(ctx) if row["accepted"]}
+    rows, statuses, notes = [], [], []
+    for role, key in audit_api_keys(ctx):
+        forms = unkeyed_hashes(key)
+        if secret:
+            forms["HMAC-SHA256 with the configured secret"] = keyed_hash(secret, key)
+        found = {row["key_hash"] for row in ctx.db.query(STORED_HASH_SQL, (list(forms.values()),))}
+        stored_as = [form for form, digest in forms.items() if digest in found]
+        unkeyed = [form for form in stored_as if "configured" not in form]
+        if unkeyed:
+            status, note = Status.FAIL, f"the {role} key is stored as {unkeyed[0]}: the running service has no secret"
+        elif stored_as:
+            status, note = Status.PASS, f"the {role} key is stored keyed with the configured secret"
+        elif secret:
+            status, note = (
+                Status.WARN,
+                (
+                    f"the {role} key's stored hash matches neither the configured secret nor an unkeyed hash: the "
+                    "config sources may not be what runs"
+                ),
+            )
+        elif role in accepted_roles:
+            status, note = Status.PASS, f"the {role} key authenticates and is not stored unkeyed: the secret is set"
+        else:
+            status, note = Status.WARN, f"the {role} key was not confirmed live, so its hash proves nothing"
+        rows.append({"role": role, "stored_as": ", ".join(stored_as) or "not an unkeyed hash", "verdict": note})
+        statuses.append(status)
+        notes.append(note)
+    return rows, worst(*statuses), "; ".join(notes)
+
+
 @SECTION.check(
     "auth.api-key-secret",
     items=("1.api-key-hash-secret",),
-    evidence=EvidenceClass.CONFIG,
-    title="API keys: API_KEY_HASH_SECRET is set (stored key hashes are HMACs, not plain SHA-256)",
+    evidence=EvidenceClass.DATA,
+    title="API keys: API_KEY_HASH_SECRET is set and real (stored key hashes are HMACs, not plain SHA-256)",
     severity=Severity.HIGH,
-    remediation="Set API_KEY_HASH_SECRET from a secret store (Helm api.existingSecret); re-hash stored keys with it.",
-    reference="recsys-data-and-ops §1.6",
+    remediation="Set API_KEY_HASH_SECRET (32+ random bytes) from a secret store (Helm api.existingSecret) and "
+    "re-issue the stored keys with it; an empty secret stores keys as plain SHA-256.",
+    reference="recsys-data-and-ops §1.6 (key_hash = HMAC-SHA256 with the secret, plain SHA-256 when it is empty)",
 )
 def api_key_secret(ctx: AuditContext) -> Outcome:
     if not api_keys_in_use(ctx):
         return skipped("API-key authentication is off (API_KEY_ENABLED)")
     setting = ctx.config.get("API_KEY_HASH_SECRET")
-    evidence = {"config": ctx.config.rows(["API_KEY_ENABLED", "API_KEY_HASH_SECRET"])}
-    if setting.state == "hidden":
-        return passed(f"API_KEY_HASH_SECRET is set in a secret ({setting.source}); value not visible", **evidence)
-    if setting.state == "unknown":
-        return warned(f"API_KEY_HASH_SECRET not visible ({setting.source})", **evidence)
-    if not setting.value:
-        return failed("API_KEY_HASH_SECRET is empty: key hashes are unkeyed SHA-256", **evidence)
-    return passed(f"API_KEY_HASH_SECRET is set ({setting.source})", **evidence)
+    evidence: dict[str, Any] = {"config": ctx.config.rows(["API_KEY_ENABLED", "API_KEY_HASH_SECRET"])}
+    statuses, problems = [], []
+    if setting.value is None:
+        statuses.append(Status.WARN)
+        problems.append(f"API_KEY_HASH_SECRET not visible ({setting.source})")
+    elif problem := secret_problem(setting.value, ctx.params.policies.min_salt_length):
+        statuses.append(Status.FAIL)
+        unkeyed = ": stored key hashes are plain SHA-256" if problem == "empty" else ""
+        problems.append(f"API_KEY_HASH_SECRET is {problem}{unkeyed}")
+    else:
+        statuses.append(Status.PASS)
+    data_status = None
+    if not audit_api_keys(ctx):
+        evidence["stored_keys"] = "not checked: needs an API-key credential in params (and database.dsn)"
+    else:
+        try:
+            rows, data_status, note = stored_key_hashes(ctx, setting.value)
+            evidence.update(sql=STORED_HASH_SQL, stored_keys=rows)
+            statuses.append(data_status)
+            if data_status != Status.PASS:
+                problems.append(note)
+        except ProbeError as exc:
+            evidence["stored_keys"] = f"not checked: {exc}"
+    if setting.value is None and data_status == Status.PASS:
+        statuses.remove(Status.WARN)  # the stored hash shows what the invisible value is: set, non-empty
+    status = worst(*statuses)
+    if status == Status.FAIL:
+        return failed("; ".join(problems), **evidence)
+    if status != Status.PASS:
+        return warned("; ".join(problems), **evidence)
+    shown = "observed in the stored hash of the audit's key" if data_status == Status.PASS else setting.source
+    return passed(f"API_KEY_HASH_SECRET is set and not an example ({shown})", **evidence)
 
 
 @SECTION.check(
@@ -259,7 +363,34 @@ def key_rotation_documented(ctx: AuditContext) -> Outcome:
     if not api_keys_in_use(ctx):
         return skipped("API-key authentication is off")
     link = ctx.params.auth.key_rotation_process_documented_at
-    return manual("a reviewer confirms the rotation process is followed", documented_at=link or "(not declared)")
+    summary = "a reviewer attests that the key rotation process is documented and followed"
+    return awaiting_attestation(ctx, "auth.key-rotation-documented", summary, documented_at=link or "(not declared)")
+
+
+# --- live: the audit's own credentials -----------------------------------------------------------------------------
+
+
+@SECTION.check(
+    "auth.credentials-accepted",
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
+    cannot_fail="it judges the audit's own credentials: a refused one is an audit error (error, naming the role and "
+    "the params field), never a finding against the target",
+    title="Preflight: every audit credential in params is accepted (so refusals below mean what they say)",
+    severity=Severity.HIGH,
+    remediation="Renew or correct the refused credential in params (auth.credentials.<role>, "
+    "auth.other_tenant.credential): an expired token, a revoked key or another tenant's identity.",
+    reference="recsys-http-and-config §1 (POST /v1/recommend/validate: any role, no engine), §3",
+)
+def credentials_accepted(ctx: AuditContext) -> Outcome:
+    rows = credential_checks(ctx)
+    if not rows:
+        return warned("no audit credential in params (auth.credentials): the probes that need one cannot run")
+    refused = [row for row in rows if not row["accepted"]]
+    if refused:
+        listed = "; ".join(f"{row['role']} ({row.get('code', 'no code')}): fix {row['params']}" for row in refused)
+        return errored(f"the target refused the audit's own credential(s) with 401 — {listed}", credentials=rows)
+    return passed(f"{len(rows)} audit credential(s) accepted: {', '.join(r['role'] for r in rows)}", credentials=rows)
 
 
 # --- live: unauthenticated and dev-header callers ------------------------------------------------------------------
@@ -468,13 +599,26 @@ def jwks_reachable(ctx: AuditContext) -> Outcome:
     if skip := _jwt_skip(ctx):
         return skip
     document = jwks(ctx)
-    evidence = {"url": document.url, "status": document.status, "keys": document.key_rows()}
+    verified = bool(ctx.params.auth.jwt.ca_bundle) or ctx.params.target.verify_tls
+    evidence = {"url": document.url, "status": document.status, "tls_verified": verified, "keys": document.key_rows()}
     if document.status != 200:
         return failed(f"JWKS answered HTTP {document.status}", **evidence)
     if document.private_members():
         return failed(f"JWKS publishes private key members: {', '.join(document.private_members())}", **evidence)
     if not document.keys:
         return failed("JWKS holds no keys: every token is refused", **evidence)
+    if urlparse(document.url).scheme != "https":
+        return failed(
+            "JWKS served over plain http: anyone on the path can swap the signing keys (the service refuses it "
+            "unless AUTH_ALLOW_INSECURE_JWKS=true)",
+            **evidence,
+        )
+    if not verified:
+        return warned(
+            f"JWKS answered with {len(document.keys)} public key(s), but TLS was not verified "
+            "(target.verify_tls: false and no auth.jwt.ca_bundle)",
+            **evidence,
+        )
     return passed(f"JWKS reachable over verified TLS with {len(document.keys)} public key(s)", **evidence)
 
 
@@ -537,6 +681,8 @@ def api_key_storage(ctx: AuditContext) -> Outcome:
             verdict, status = "hash not 64-hex", Status.FAIL
         elif revoked or expired:
             verdict, status = "revoked" if revoked else "expired", Status.PASS
+        elif age_days is not None and age_days < 0:
+            verdict, status = "active, created in the future", Status.WARN
         elif row["expires_at"] is None:
             verdict, status = "active, never expires", Status.WARN
         elif age_days is not None and age_days > max_age:
@@ -583,7 +729,7 @@ def cross_tenant_header_refused(ctx: AuditContext) -> Outcome:
     tenant_b = other_tenant(ctx)
     if not tenant_b:
         return skipped("no second tenant in params (auth.other_tenant)")
-    response = ctx.service.recommend(tenant_b, ctx.params.tenants[0].surfaces[0], role="viewer")
+    response = accepted(ctx.service.recommend(tenant_b, ctx.params.tenants[0].surfaces[0], role="viewer"))
     rows = [
         probe_row(f"viewer of {audited_tenant(ctx)} with X-Org-Id {tenant_b}", response, "403", response.status == 403)
     ]
@@ -606,14 +752,14 @@ def cross_tenant_admin_refused(ctx: AuditContext) -> Outcome:
         return skipped("no second tenant in params (auth.other_tenant)")
     rows = []
     for document in ("config", "rules", "audit"):
-        response = ctx.service.get(admin_config_path(tenant_b, document), role="viewer")
+        response = accepted(ctx.service.get(admin_config_path(tenant_b, document), role="viewer"))
         rows.append(
             probe_row(
                 f"viewer of {tenant_a} reads {tenant_b} {document}", response, "401/403", response.status in REFUSED
             )
         )
     if ctx.service.has_role("other_tenant"):
-        response = ctx.service.get(admin_config_path(tenant_a), role="other_tenant")
+        response = accepted(ctx.service.get(admin_config_path(tenant_a), role="other_tenant"))
         rows.append(
             probe_row(f"caller of {tenant_b} reads {tenant_a} config", response, "401/403", response.status in REFUSED)
         )
@@ -633,8 +779,10 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
     tenant = audited_tenant(ctx)
     rows = []
     for document in ("config", "rules"):
-        response = ctx.service.request(
-            "PUT", admin_config_path(tenant, document), role="viewer", headers={"If-Match": IMPOSSIBLE_ETAG}
+        response = accepted(
+            ctx.service.request(
+                "PUT", admin_config_path(tenant, document), role="viewer", headers={"If-Match": IMPOSSIBLE_ETAG}
+            )
         )
         row = probe_row(f"viewer PUT {document} (If-Match never matches)", response, "403", response.status == 403)
         if response.status == 409:
@@ -655,7 +803,7 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
 def rbac_no_role_denied(ctx: AuditContext) -> Outcome:
     if not ctx.service.has_role("no_role"):
         return skipped("no role-less identity in params (auth.credentials.no_role)")
-    response = ctx.service.get(admin_config_path(audited_tenant(ctx)), role="no_role")
+    response = accepted(ctx.service.get(admin_config_path(audited_tenant(ctx)), role="no_role"))
     rows = [probe_row("no-role identity reads admin config", response, "403", response.status == 403)]
     return refusal_outcome(rows, "role-less admin reads")
 
@@ -678,7 +826,7 @@ def explain_admin_only(ctx: AuditContext) -> Outcome:
         if not ctx.service.has_role(role):
             continue
         for option in ({"explain": "full"}, {"include_trace": True}):
-            response = ctx.service.recommend(tenant, surface, role=role, options=option)
+            response = accepted(ctx.service.recommend(tenant, surface, role=role, options=option))
             name = ", ".join(f"{k}={v}" for k, v in option.items())
             rows.append(probe_row(f"{role} recommend {name}", response, "403", response.status == 403))
     if not rows:

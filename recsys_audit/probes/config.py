@@ -294,10 +294,9 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
         secrets = api.get("secrets") or {}
         if isinstance(secrets, dict):  # the chart renders them into its Secret: the values file holds the value
             for name, value in secrets.items():
-                text = _stringify(value)
-                if text:
-                    register_secret(text)  # a secret: judged by its length and shape, never shown
-                view.put(str(name), text, "set", f"{label} api.secrets")
+                if isinstance(value, str) and value:
+                    register_secret(value)  # a secret: judged by its length and shape, never shown
+                view.put(str(name), _stringify(value), "set", f"{label} api.secrets")
         if api.get("existingSecret"):
             view.hidden_sources.append(f"Secret {api['existingSecret']} ({label}, not readable)")
         for key in (
