@@ -116,14 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_checks(args: argparse.Namespace) -> int:
     from recsys_audit import catalog, checklist
 
-    sections = _load_catalog(args.catalog) or catalog.sections()
-    if args.section is not None:
-        sections = [s for s in sections if s.number == args.section]
-        if not sections:
-            raise CliError(f"--section {args.section}: no such section")
-    checks = [check for section in catalog.sections() for check in section.checks.values()]
-    if args.catalog:
-        checks = [check for section in sections for check in section.checks.values()]
+    every_section = _load_catalog(args.catalog) or catalog.sections()
+    sections = [s for s in every_section if args.section is None or s.number == args.section]
+    if not sections:
+        raise CliError(f"--section {args.section}: no such section")
+    checks = [check for section in every_section for check in section.checks.values()]
     matrix = [row for row in checklist.coverage(checks) if args.section is None or row["section"] == args.section]
     if args.json:
         document = {

@@ -198,7 +198,7 @@ def test_check_on_fake_context(fake_audit, case: Case) -> None:
     check_case(fake_audit, case)
 
 
-def test_section_3_evidence_counts_every_source(fake_audit) -> None:
+def test_every_source_of_the_serving_mode_is_shown(fake_audit) -> None:
     """Declared db_only while config and gauges say artifact: every source is shown, and artifact mode wins."""
     finding = check_case(
         fake_audit,
