@@ -1,7 +1,12 @@
 """The check catalog: every check's metadata, declared beside its logic and listable without running anything.
 
 Each ``recsys_audit/checks/sNN_*.py`` module declares its :class:`Section` and decorates its check functions with
-``@SECTION.check(...)``. Importing the modules builds the catalog; nothing talks to the target.
+``@SECTION.check(...)``; simple config rules are rows of ``checks/config_rules.yaml``, registered into their section
+by :mod:`recsys_audit.checks.config_rules`. Importing the modules builds the catalog; nothing talks to the target.
+
+Every check names the checklist bullets it gives evidence for (``items``, ids from ``checklist.yaml``) and the class
+of that evidence (:class:`~recsys_audit.checklist.EvidenceClass`). A check that cannot return ``fail`` by design —
+it needs a human attestation, or the risk it shows is capped at ``warn`` — says why in ``cannot_fail``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.findings import Outcome, Severity
 
 if TYPE_CHECKING:
@@ -34,22 +40,26 @@ CHECK_MODULES = (
 class Check:
     id: str
     section: int
-    item: str  # the checklist item it gives evidence for
+    items: tuple[str, ...]  # checklist item ids it gives evidence for (checklist.yaml)
+    evidence: EvidenceClass
     title: str
     severity: Severity
     remediation: str
     reference: str
     function: CheckFunction = field(repr=False, compare=False)
+    cannot_fail: str = ""  # why the check never returns fail (manual-only or capped), empty when it can
 
     def metadata(self) -> dict[str, object]:
         return {
             "id": self.id,
             "section": self.section,
-            "item": self.item,
+            "items": list(self.items),
+            "evidence": str(self.evidence),
             "title": self.title,
             "severity": str(self.severity),
             "remediation": self.remediation,
             "reference": self.reference,
+            "cannot_fail": self.cannot_fail or None,
         }
 
 
@@ -64,18 +74,33 @@ class Section:
         self,
         id: str,
         *,
-        item: str,
+        items: tuple[str, ...] | list[str],
+        evidence: EvidenceClass | str,
         title: str,
         severity: Severity,
         remediation: str,
         reference: str = "",
+        cannot_fail: str = "",
     ) -> Callable[[CheckFunction], CheckFunction]:
         """Register a check function under ``id`` with its metadata."""
+        if not items or isinstance(items, str):
+            raise ValueError(f"{id}: items must list the checklist item ids the check covers")
 
         def register(function: CheckFunction) -> CheckFunction:
             if id in self.checks:
                 raise ValueError(f"duplicate check id {id}")
-            self.checks[id] = Check(id, self.number, item, title, severity, remediation, reference, function)
+            self.checks[id] = Check(
+                id,
+                self.number,
+                tuple(items),
+                EvidenceClass(evidence),
+                title,
+                severity,
+                remediation,
+                reference,
+                function,
+                cannot_fail,
+            )
             function.check_id = id  # type: ignore[attr-defined]
             return function
 

@@ -114,29 +114,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
-    from recsys_audit import catalog
+    from recsys_audit import catalog, checklist
 
-    sections = _load_catalog(args.catalog) or catalog.sections()
-    if args.section is not None:
-        sections = [s for s in sections if s.number == args.section]
-        if not sections:
-            raise CliError(f"--section {args.section}: no such section")
+    every_section = _load_catalog(args.catalog) or catalog.sections()
+    sections = [s for s in every_section if args.section is None or s.number == args.section]
+    if not sections:
+        raise CliError(f"--section {args.section}: no such section")
+    checks = [check for section in every_section for check in section.checks.values()]
+    matrix = [row for row in checklist.coverage(checks) if args.section is None or row["section"] == args.section]
     if args.json:
-        document = [
-            {
-                "number": s.number,
-                "title": s.title,
-                "notebook": s.notebook,
-                "checks": [c.metadata() for c in s.checks.values()],
-            }
-            for s in sections
-        ]
+        document = {
+            "sections": [
+                {
+                    "number": s.number,
+                    "title": s.title,
+                    "notebook": s.notebook,
+                    "checks": [c.metadata() for c in s.checks.values()],
+                }
+                for s in sections
+            ],
+            "checklist": matrix,
+        }
         print(json.dumps(document, indent=2))
         return 0
     for section in sections:
         print(f"[{section.number}] {section.title}  ({section.notebook}.ipynb, {len(section.checks)} checks)")
         for check in section.checks.values():
-            print(f"  {check.id:<40} {check.severity!s:<9} {check.title}")
+            print(f"  {check.id:<40} {check.severity!s:<9} {check.evidence!s:<9} {check.title}")
+    print("\nChecklist coverage (item → checks, evidence class):")
+    for row in matrix:
+        print(f"  {row['id']:<34} {row['text']}")
+        for covering in row["checks"]:
+            print(f"      {covering['id']:<40} {covering['evidence']}")
+        if row["covered_by_children"]:
+            print(f"      (through its sub-items: {', '.join(row['covered_by_children'])})")
+        if not row["checks"] and not row["covered_by_children"]:
+            print("      NOT COVERED")
     return 0
 
 
@@ -190,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines; print only the report path")
     run.set_defaults(handler=cmd_run)
 
-    checks = commands.add_parser("checks", help="list the checks without running anything")
+    checks = commands.add_parser("checks", help="list the checks and the checklist coverage, running nothing")
     checks.add_argument("--json", action="store_true", help="machine-readable output")
     checks.add_argument("--section", type=int, help="only this section")
     checks.add_argument("--catalog", help="module with a custom SECTIONS list")

@@ -96,7 +96,7 @@ class Finding:
     remediation: str
     reference: str
     duration_s: float
-    item: str = ""
+    items: list[str] = field(default_factory=list)  # checklist item ids (checklist.yaml) the check covers
     notebook: str = ""
     waiver: dict[str, Any] | None = None
     attestation: dict[str, Any] | None = None

@@ -45,7 +45,7 @@ def complete_findings(
                     remediation=check.remediation,
                     reference=check.reference,
                     duration_s=0.0,
-                    item=check.item,
+                    items=list(check.items),
                     notebook=section.notebook,
                 )
             merged.append(finding)

@@ -71,7 +71,7 @@ class SectionRun:
             remediation=check.remediation,
             reference=check.reference,
             duration_s=round(time.perf_counter() - started, 3),
-            item=check.item,
+            items=list(check.items),
             notebook=self.section.notebook,
         )
         append_finding(self.findings_path, finding)

@@ -3,6 +3,8 @@
 * ``sandbox(variant)`` starts (once per session) an instance of a variant and returns its ``SandboxInstance``.
 * ``audit_result(variant)`` runs every notebook once per variant (``recsys_audit.run.run_audit``) and caches it;
   ``audit_findings(variant)`` gives its findings by check id.
+* ``fake_audit(**evidence)`` builds a fake audit context (tests/fakes.py) to run one check directly on chosen
+  evidence; everything it started is closed after the test.
 
 Instances live under one temporary directory on free ports and are stopped at the end of the session.
 """
@@ -44,6 +46,16 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "code-defects": ("hardened", CODE_DEFECTS),
     "ops-defects": ("hardened", OPS_DEFECTS),
 }
+
+
+@pytest.fixture
+def fake_audit(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory: ``fake_audit(env={...}, routes={...}, ...)`` -> a :class:`fakes.FakeAudit` (see tests/fakes.py)."""
+    from fakes import make_audit_factory
+
+    make, close_all = make_audit_factory(tmp_path)
+    yield make
+    close_all()
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,12 @@ def catalog() -> list[Section]:
     sections = {n: Section(n, title, notebook=f"{n:02d}_section") for n, title in TITLES.items()}
     for check_id, (number, severity) in CHECKS.items():
         sections[number].check(
-            check_id, item="i", title=f"title of {check_id}", severity=severity, remediation="Fix it."
+            check_id,
+            items=("0.serving-mode-per-tenant",),
+            evidence="live",
+            title=f"title of {check_id}",
+            severity=severity,
+            remediation="Fix it.",
         )(lambda ctx: passed("ok"))
     return list(sections.values())
 
@@ -126,7 +131,7 @@ def build_run(
             remediation="Fix it.",
             reference="checklist",
             duration_s=0.01,
-            item="i",
+            items=["0.serving-mode-per-tenant"],
             notebook=notebook,
         )
         append_finding(target / "findings" / f"{notebook}.jsonl", finding)

@@ -67,7 +67,7 @@ def test_development_defaults_when_env_unset(tmp_path: Path) -> None:
     assert view.value("CORS_ALLOWED_ORIGINS") == "*"
 
 
-def test_helm_values_secrets_are_set_but_not_visible(tmp_path: Path) -> None:
+def test_helm_values_secrets_are_judged_but_never_shown(tmp_path: Path) -> None:
     write(
         tmp_path / "values.yaml",
         """
@@ -80,15 +80,37 @@ def test_helm_values_secrets_are_set_but_not_visible(tmp_path: Path) -> None:
             RECSYS_ARTIFACT_S3_USE_SSL: "true"
           secrets:
             API_KEY_HASH_SECRET: a-value-in-the-values-file-0123456789
+            EXPOSURE_HASH_SALT: ""
+            EXPERIMENT_ASSIGNMENT_SALT:
         """,
     )
     view = load_config_view(params_with(tmp_path, {"kind": "helm_values", "path": "values.yaml"}))
     secret = view.get("API_KEY_HASH_SECRET")
-    assert (secret.state, secret.value) == ("hidden", None)
-    assert secret.is_set
+    assert (secret.state, secret.source) == ("set", "helm_values:values.yaml api.secrets")
+    assert len(secret.value or "") == 37  # judged by its length and shape…
+    assert view.rows(["API_KEY_HASH_SECRET"])[0]["value"] == "<37 characters>"  # …and never shown
+    # an entry whose value is "" (or null) is an empty secret, not a hidden one
+    assert (view.get("EXPOSURE_HASH_SALT").state, view.value("EXPOSURE_HASH_SALT")) == ("set", "")
+    assert view.value("EXPERIMENT_ASSIGNMENT_SALT") == ""
     assert view.flag("API_KEY_ENABLED") is True
     assert view.deployment["replicaCount"] == 3
     assert "a-value-in-the-values-file-0123456789" not in redact_text("x a-value-in-the-values-file-0123456789")
+
+
+def test_sources_of_different_kinds_that_disagree_are_contradictions(tmp_path: Path) -> None:
+    write(tmp_path / "service.env", "DEV_AUTH_ENABLED=false\nENV=production\n")
+    write(tmp_path / "base.yaml", "api:\n  env:\n    DEV_AUTH_ENABLED: 'false'\n    ENV: staging\n")
+    write(tmp_path / "prod.yaml", "api:\n  env:\n    ENV: production\n    DEV_AUTH_ENABLED: 'true'\n")
+    sources = (
+        {"kind": "env_file", "path": "service.env"},
+        {"kind": "helm_values", "path": "base.yaml"},
+        {"kind": "helm_values", "path": "prod.yaml"},
+    )
+    view = load_config_view(params_with(tmp_path, *sources))
+    # Helm files layer (the later wins, as helm -f does): ENV agrees with the env file, DEV_AUTH_ENABLED does not
+    assert view.contradictions("ENV") == []
+    clash = view.contradictions("DEV_AUTH_ENABLED")
+    assert [(v.source_kind, v.value) for v in clash] == [("env_file", "false"), ("helm_values", "true")]
 
 
 def test_helm_existing_secret_makes_unset_variables_unknown(tmp_path: Path) -> None:

@@ -15,7 +15,14 @@ for check_id in ("m.one", "m.two", "m.three"):
     def _check(ctx: object) -> Outcome:
         return passed("ok")
 
-    SECTION.check(check_id, item="i", title=check_id, severity=Severity.HIGH, remediation="r")(_check)
+    SECTION.check(
+        check_id,
+        items=("0.serving-mode-per-tenant",),
+        evidence="live",
+        title=check_id,
+        severity=Severity.HIGH,
+        remediation="r",
+    )(_check)
 
 
 def finding(check_id: str, status: Status, severity: Severity = Severity.HIGH) -> Finding:

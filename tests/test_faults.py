@@ -212,6 +212,19 @@ def _replace_port(dsn: str, port: int) -> str:
     return re.sub(r"@127\.0\.0\.1:\d+/", f"@127.0.0.1:{port}/", dsn)
 
 
+def _manifests_served_from(template: str, scratch: Path) -> Change:
+    """Audit manifests at ``template`` as the ones the service reads: the params and (through one more env file
+    that overrides the instance's) the service's RECSYS_ARTIFACT_MANIFEST_TEMPLATE name the same place."""
+    override = scratch / f"manifests-{abs(hash(template))}.env"
+    override.write_text(f"RECSYS_ARTIFACT_MANIFEST_TEMPLATE={template}\n", encoding="utf-8")
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["manifests"].update(template=template)
+        doc["config_sources"].append({"kind": "env_file", "path": str(override)})
+
+    return change
+
+
 def _write_manifests(folder: Path, instance: SandboxInstance, content: str | None) -> str:
     """A manifest template under ``folder``: no files at all (None) or every manifest holding ``content``."""
     if content is not None:
@@ -244,7 +257,7 @@ def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[t
             changes += [
                 _point_service_at(server.url),
                 lambda d: d["database"].update(dsn=f"file:{scratch / 'intruder.dsn'}"),
-                lambda d: d["manifests"].update(template=template),
+                _manifests_served_from(template, scratch),
             ]
         elif group == "slow":
             proxy = stack.enter_context(FaultProxy(instance.base_url, "slow", delay_s=3 * TARGET_TIMEOUT_S))
@@ -256,7 +269,7 @@ def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[t
             changes += [
                 _point_service_at(proxy.url),
                 lambda d: d["database"].update(statement_timeout_ms=300),
-                lambda d: d["manifests"].update(template=template),
+                _manifests_served_from(template, scratch),
             ]
         elif group in {"malformed-json", "wrong-content-type"}:
             proxy = stack.enter_context(FaultProxy(instance.base_url, group))  # type: ignore[arg-type]

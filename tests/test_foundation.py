@@ -98,7 +98,7 @@ def test_catalog_is_complete_and_well_formed() -> None:
     assert checks, "the catalog lists no checks"
     for check in checks.values():
         assert re.fullmatch(r"[a-z]+\.[a-z0-9-]+", check.id), check.id
-        assert check.item and check.title and check.remediation, check.id
+        assert check.items and check.title and check.remediation, check.id
         assert isinstance(check.severity, Severity)
     # every section has checks, and its notebook calls each of them or run_remaining()
     for section in found:

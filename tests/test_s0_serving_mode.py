@@ -1,7 +1,7 @@
 """Section 0 — serving mode.
 
-The sandbox variants through the runner, plus focused runs against a small recsys-like service on loopback (recommend
-and /metrics) and a real PostgreSQL database holding signal rows.
+Every check on fake contexts (``CASES``: a healthy and a broken input, exact statuses), the sandbox variants through
+the runner, and the DB-only signal check against a real PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -9,30 +9,203 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import pytest
-import yaml
+from fakes import Answer, CannedDatabase, Case, Request, check_case
 from psycopg import sql
 
-from recsys_audit.findings import Finding, Status
-from recsys_audit.notebook import open_section
+from recsys_audit.findings import Status
 
 SERVER = os.environ.get("RECSYS_AUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-ARTIFACT_ENV = """ENV=production
-RECSYS_ARTIFACT_MODE_ENABLED=true
-RECSYS_ARTIFACT_MANIFEST_TEMPLATE=s3://recsys-artifacts/registry/current/{tenant}/{surface}/manifest.json
-RECSYS_ARTIFACT_S3_ENDPOINT=https://s3.eu-west-1.amazonaws.com
-RECSYS_ARTIFACT_S3_USE_SSL=true
-RECSYS_ARTIFACT_MANIFEST_TTL=1m
-RECSYS_ARTIFACT_CACHE_TTL=1m
-"""
+TODAY = dt.datetime.now(dt.UTC).date()
+ARTIFACT_ENV = {
+    "ENV": "production",
+    "RECSYS_ARTIFACT_MODE_ENABLED": "true",
+    "RECSYS_ARTIFACT_MANIFEST_TEMPLATE": "file://{folder}/registry/current/{tenant}/{surface}/manifest.json",
+    "RECSYS_ARTIFACT_FILE_ROOT": "{folder}/registry",
+    "RECSYS_ARTIFACT_MANIFEST_TTL": "1m",
+    "RECSYS_ARTIFACT_CACHE_TTL": "1m",
+}
+DB_ONLY_ENV = {"ENV": "production", "RECSYS_ARTIFACT_MODE_ENABLED": "false"}
+MANIFEST_FILE = {"registry/current/acme/home/manifest.json": "{}"}
+
+
+def metrics(artifacts: float) -> str:
+    age = 60.0 if artifacts else 0.0
+    return (
+        "# TYPE recsys_artifact_manifest_artifacts gauge\n"
+        f"recsys_artifact_manifest_artifacts {artifacts}\n"
+        "# TYPE recsys_artifact_manifest_age_seconds gauge\n"
+        f"recsys_artifact_manifest_age_seconds {age}\n"
+    )
+
+
+def recommend(items: int = 1, status: int = 200) -> Any:
+    """POST /v1/recommend: 401 without the viewer token, else ``items`` items (or ``status``)."""
+
+    def answer(request: Request) -> Answer:
+        if request.headers.get("authorization") != "Bearer viewer-token":
+            return Answer(401, {"code": "RECSYS_AUTH_INVALID"})
+        if status != 200:
+            return Answer(status, {"code": "RECSYS_INTERNAL"})
+        body: dict[str, Any] = {"items": [{"item_id": f"i{n}", "rank": n, "score": 1.0} for n in range(items)]}
+        if not items:
+            body["warnings"] = [{"code": "SIGNAL_UNAVAILABLE", "detail": "no signals"}]
+        return Answer(200, {**body, "meta": {"algo_version": "recsys-algo@1.4.2"}})
+
+    return answer
+
+
+def serving(
+    mode: str | None,
+    env: dict[str, str],
+    *,
+    gauges: float = 2,
+    files: dict[str, str] | None = None,
+    routes: dict[str, Any] | None = None,
+    token: str = "viewer-token",
+    **params: Any,
+) -> dict[str, Any]:
+    """Evidence for a serving-mode case: a declared mode, the service's env, its gauges, its recommend route."""
+    tenant: dict[str, Any] = {"id": "acme", "surfaces": ["home"]}
+    if mode:
+        tenant.update(serving_mode=mode, mode_documented_at="https://wiki.example/recsys/serving")
+    return {
+        "env": env,
+        "metrics": metrics(gauges),
+        "routes": {"POST /v1/recommend": recommend(), **(routes or {})},
+        "files": {"viewer.token": token, **(files or {})},
+        "params": {
+            "tenants": [tenant],
+            "auth": {"credentials": {"viewer": {"bearer": "file:viewer.token"}}},
+            **params,
+        },
+    }
+
+
+def signals(last_day: dt.date | None) -> CannedDatabase:
+    return CannedDatabase(
+        {"SELECT max(day) AS last_day FROM item_popularity_daily": [{"last_day": last_day}]},
+        tables={"item_popularity_daily"},
+    )
+
+
+ARTIFACT = serving("artifact", ARTIFACT_ENV, files=MANIFEST_FILE)
+CASES = [
+    Case("serving.mode-declared", "declared and documented", Status.PASS, ARTIFACT),
+    Case("serving.mode-declared", "no mode declared", Status.FAIL, serving(None, ARTIFACT_ENV), "no serving mode"),
+    Case("serving.mode-observed", "config, gauges and manifests agree", Status.PASS, ARTIFACT),
+    Case(
+        "serving.mode-observed",
+        "declared db_only, config and gauges say artifact",
+        Status.FAIL,
+        serving("db_only", ARTIFACT_ENV, files=MANIFEST_FILE),
+        "declared db_only, but",
+    ),
+    Case(
+        "serving.mode-observed",
+        "db_only confirmed by config and idle gauges",
+        Status.PASS,
+        serving("db_only", DB_ONLY_ENV, gauges=0),
+    ),
+    Case(
+        "serving.mode-observed",
+        "config hidden in a secret",
+        Status.WARN,
+        {**serving("artifact", {}, gauges=0), "helm": {"api": {"existingSecret": "recsys"}}},
+        "not confirmed",
+    ),
+    Case("serving.artifact-config", "template, TLS and TTLs", Status.PASS, ARTIFACT),
+    Case(
+        "serving.artifact-config",
+        "S3 without TLS",
+        Status.FAIL,
+        serving(
+            "artifact",
+            {
+                **ARTIFACT_ENV,
+                "RECSYS_ARTIFACT_MANIFEST_TEMPLATE": "s3://bucket/{tenant}/{surface}/manifest.json",
+                "RECSYS_ARTIFACT_S3_USE_SSL": "false",
+            },
+        ),
+        "clear text",
+    ),
+    Case(
+        "serving.artifact-config",
+        "declared db_only does not hide an artifact-mode config",
+        Status.FAIL,
+        serving("db_only", {**ARTIFACT_ENV, "RECSYS_ARTIFACT_CACHE_TTL": "0"}),
+        "disables the cache",
+    ),
+    Case("serving.artifact-config", "DB-only everywhere", Status.SKIP, serving("db_only", DB_ONLY_ENV, gauges=0)),
+    Case(
+        "serving.db-signals-fresh",
+        "signals from today",
+        Status.PASS,
+        {**serving("db_only", DB_ONLY_ENV, gauges=0), "db": signals(TODAY)},
+    ),
+    Case(
+        "serving.db-signals-fresh",
+        "signals 20 days old",
+        Status.FAIL,
+        {**serving("db_only", DB_ONLY_ENV, gauges=0), "db": signals(TODAY - dt.timedelta(days=20))},
+        "acme/home",
+    ),
+    Case(
+        "serving.db-signals-fresh",
+        "signals dated in the future",
+        Status.WARN,
+        {**serving("db_only", DB_ONLY_ENV, gauges=0), "db": signals(TODAY + dt.timedelta(days=30))},
+        "future",
+    ),
+    Case(
+        "serving.db-signals-fresh",
+        "undeclared, but the config runs DB-only",
+        Status.FAIL,
+        {**serving(None, DB_ONLY_ENV, gauges=0), "db": signals(None)},
+    ),
+    Case("serving.live-recommend", "items for every surface", Status.PASS, ARTIFACT),
+    Case(
+        "serving.live-recommend",
+        "server error",
+        Status.FAIL,
+        serving("artifact", ARTIFACT_ENV, routes={"POST /v1/recommend": recommend(status=500)}),
+        "acme/home → 500",
+    ),
+    Case(
+        "serving.live-recommend",
+        "empty answers",
+        Status.WARN,
+        serving("artifact", ARTIFACT_ENV, routes={"POST /v1/recommend": recommend(items=0)}),
+        "SIGNAL_UNAVAILABLE",
+    ),
+    Case(
+        "serving.live-recommend",
+        "the audit's viewer token is refused",
+        Status.ERROR,
+        serving("artifact", ARTIFACT_ENV, token="expired-token"),
+        "auth.credentials.viewer",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_check_on_fake_context(fake_audit, case: Case) -> None:
+    check_case(fake_audit, case)
+
+
+def test_every_source_of_the_serving_mode_is_shown(fake_audit) -> None:
+    """Declared db_only while config and gauges say artifact: every source is shown, and artifact mode wins."""
+    finding = check_case(
+        fake_audit,
+        Case("serving.mode-observed", "", Status.FAIL, serving("db_only", ARTIFACT_ENV, files=MANIFEST_FILE)),
+    )
+    modes = {row["source"].split(" ")[0]: row["mode"] for row in finding.evidence["observations"]}
+    assert modes == {"config": "artifact", "metrics": "artifact", "data": "artifact"}
 
 
 # --- the sandbox variants, through the runner ----------------------------------------------------------------------
@@ -41,15 +214,15 @@ RECSYS_ARTIFACT_CACHE_TTL=1m
 @pytest.mark.slow
 def test_hardened_serves_in_its_declared_mode(audit_findings) -> None:
     findings = audit_findings("hardened")
-    for check_id in (
-        "serving.mode-declared",
-        "serving.mode-observed",
-        "serving.artifact-config",
-        "serving.live-recommend",
-    ):
+    for check_id in ("serving.mode-declared", "serving.mode-observed", "serving.artifact-config"):
         assert findings[check_id].status == Status.PASS, (check_id, findings[check_id].summary)
-    assert findings["serving.db-signals-fresh"].status in {Status.PASS, Status.SKIP}
-    assert all(row["items"] for row in findings["serving.live-recommend"].evidence["requests"])
+    live = findings["serving.live-recommend"]
+    assert live.status == Status.PASS and all(row["items"] for row in live.evidence["requests"])
+    assert findings["serving.db-signals-fresh"].status == Status.SKIP  # the service serves artifacts
+    modes = {
+        row["source"].split(" ")[0]: row["mode"] for row in findings["serving.mode-observed"].evidence["observations"]
+    }
+    assert modes == {"config": "artifact", "metrics": "artifact", "data": "artifact"}
 
 
 @pytest.mark.slow
@@ -60,134 +233,9 @@ def test_as_shipped_db_only_mode_is_observed(audit_findings) -> None:
     assert observed.status == Status.PASS and observed.evidence["declared"] == "db_only"
     undocumented = findings["serving.mode-declared"]
     assert undocumented.status == Status.FAIL and "no documentation link" in undocumented.summary
-    signals = findings["serving.db-signals-fresh"]
-    assert signals.status == Status.PASS, signals.summary
-    assert all(row["age_days"] is not None for row in signals.evidence["signals"])
-
-
-# --- a recsys-like service on loopback -----------------------------------------------------------------------------
-
-
-class ServingHandler(BaseHTTPRequestHandler):
-    empty: ClassVar[bool] = False
-    manifest_artifacts: ClassVar[float] = 2.0
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        text = (
-            "# TYPE recsys_artifact_manifest_artifacts gauge\n"
-            f"recsys_artifact_manifest_artifacts {self.manifest_artifacts}\n"
-            "# TYPE recsys_artifact_manifest_age_seconds gauge\n"
-            f"recsys_artifact_manifest_age_seconds {60.0 if self.manifest_artifacts else 0.0}\n"
-        )
-        self._send(200, text.encode(), "text/plain; version=0.0.4")
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Authorization") != "Bearer viewer-token":
-            return self._send(401, b'{"code":"RECSYS_AUTH_REQUIRED"}', "application/problem+json")
-        if self.empty:
-            body = {"items": [], "warnings": [{"code": "SIGNAL_UNAVAILABLE", "detail": "no signals"}]}
-        else:
-            body = {"items": [{"item_id": "i1", "rank": 1, "score": 1.0}], "meta": {"algo_version": "v1"}}
-        return self._send(200, json.dumps(body).encode(), "application/json")
-
-
-@pytest.fixture()
-def serving() -> Iterator[str]:
-    ServingHandler.empty, ServingHandler.manifest_artifacts = False, 2.0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ServingHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def write_params(folder: Path, base_url: str, env: str, mode: str | None = "artifact", **extra: Any) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "service.env").write_text(env, encoding="utf-8")
-    (folder / "viewer.token").write_text("viewer-token", encoding="utf-8")
-    tenant: dict[str, Any] = {"id": "acme", "surfaces": ["home", "pdp"]}
-    if mode:
-        tenant.update(serving_mode=mode, mode_documented_at="https://wiki.example/recsys/serving")
-    data = {
-        "environment": {"name": "unit"},
-        "target": {"base_url": base_url, "timeout_s": 3},
-        "auth": {"credentials": {"viewer": {"bearer": "file:viewer.token"}}},
-        "tenants": [tenant],
-        "config_sources": [{"kind": "env_file", "path": "service.env"}],
-        **extra,
-    }
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
-def evaluate(params_path: Path, check_id: str) -> Finding:
-    run = open_section(0, "unit", str(params_path), str(params_path.parent / "run"))
-    try:
-        return run.evaluate(run.section.checks[check_id])
-    finally:
-        run.ctx.close()
-
-
-def test_artifact_mode_consistent_passes(tmp_path: Path, serving: str) -> None:
-    params = write_params(tmp_path, serving, ARTIFACT_ENV)
-    for check_id in (
-        "serving.mode-declared",
-        "serving.mode-observed",
-        "serving.artifact-config",
-        "serving.live-recommend",
-    ):
-        finding = evaluate(params, check_id)
-        assert finding.status == Status.PASS, (check_id, finding.summary)
-    assert evaluate(params, "serving.db-signals-fresh").status == Status.SKIP
-
-
-def test_undeclared_mode_fails(tmp_path: Path, serving: str) -> None:
-    finding = evaluate(write_params(tmp_path, serving, ARTIFACT_ENV, mode=None), "serving.mode-declared")
-    assert finding.status == Status.FAIL and "no serving mode for acme" in finding.summary
-
-
-def test_declared_db_only_but_artifact_mode_observed_fails(tmp_path: Path, serving: str) -> None:
-    finding = evaluate(write_params(tmp_path, serving, ARTIFACT_ENV, mode="db_only"), "serving.mode-observed")
-    assert finding.status == Status.FAIL
-    modes = {row["source"].split(" ")[0]: row["mode"] for row in finding.evidence["observations"]}
-    assert modes == {"config": "artifact", "metrics": "artifact"}
-
-
-@pytest.mark.parametrize(
-    ("change", "needle"),
-    [
-        ("RECSYS_ARTIFACT_S3_USE_SSL=false", "clear text"),
-        ("RECSYS_ARTIFACT_MANIFEST_TEMPLATE=s3://bucket/manifest.json", "lacks {tenant}"),
-        ("RECSYS_ARTIFACT_MANIFEST_TTL=0", "disables the cache"),
-        ("RECSYS_ARTIFACT_CACHE_TTL=soon", "not a duration"),
-    ],
-)
-def test_artifact_config_defects_fail(tmp_path: Path, serving: str, change: str, needle: str) -> None:
-    name = change.split("=")[0]
-    env = "".join(line + "\n" for line in ARTIFACT_ENV.splitlines() if not line.startswith(name + "=")) + change
-    finding = evaluate(write_params(tmp_path, serving, env), "serving.artifact-config")
-    assert finding.status == Status.FAIL and needle in finding.summary
-
-
-def test_empty_answers_warn_with_warning_codes(tmp_path: Path, serving: str) -> None:
-    ServingHandler.empty = True
-    finding = evaluate(write_params(tmp_path, serving, ARTIFACT_ENV), "serving.live-recommend")
-    assert finding.status == Status.WARN and "SIGNAL_UNAVAILABLE" in finding.summary
-    assert [row["items"] for row in finding.evidence["requests"]] == [0, 0]
+    fresh = findings["serving.db-signals-fresh"]
+    assert fresh.status == Status.PASS, fresh.summary
+    assert all(row["age_days"] is not None for row in fresh.evidence["signals"])
 
 
 # --- DB-only signals in a real database ----------------------------------------------------------------------------
@@ -214,22 +262,18 @@ def signal_db() -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def test_db_only_signals_fresh_and_stale(tmp_path: Path, serving: str, signal_db: str) -> None:
-    os.environ["S0_TEST_DSN"] = signal_db
-    params = write_params(
-        tmp_path, serving, "RECSYS_ARTIFACT_MODE_ENABLED=false\n", mode="db_only", database={"dsn": "env:S0_TEST_DSN"}
-    )
-    today = dt.datetime.now(dt.UTC).date()
+def test_db_only_signals_fresh_and_stale_in_postgres(fake_audit, signal_db: str, monkeypatch) -> None:
+    monkeypatch.setenv("S0_TEST_DSN", signal_db)
+    evidence = serving("db_only", DB_ONLY_ENV, gauges=0, database={"dsn": "env:S0_TEST_DSN"})
+    evidence["params"]["tenants"][0]["surfaces"] = ["home", "pdp"]
     with psycopg.connect(signal_db, autocommit=True) as conn:
         tenant = uuid.uuid4()
         conn.execute("INSERT INTO tenants VALUES (%s, 'acme')", (tenant,))
-        conn.execute("INSERT INTO item_popularity_daily VALUES (%s, 'home', 'i1', %s, 1)", (tenant, today))
+        conn.execute("INSERT INTO item_popularity_daily VALUES (%s, 'home', 'i1', %s, 1)", (tenant, TODAY))
         conn.execute(
-            "INSERT INTO item_popularity_daily VALUES (%s, 'pdp', 'i1', %s, 1)", (tenant, today - dt.timedelta(days=20))
+            "INSERT INTO item_popularity_daily VALUES (%s, 'pdp', 'i1', %s, 1)", (tenant, TODAY - dt.timedelta(days=20))
         )
-    finding = evaluate(params, "serving.db-signals-fresh")
+    finding = fake_audit(**evidence).run("serving.db-signals-fresh")
     assert finding.status == Status.FAIL and "acme/pdp" in finding.summary and "acme/home" not in finding.summary
-    ages = {row["surface"]: row["age_days"] for row in finding.evidence["signals"]}
-    assert ages == {"home": 0, "pdp": 20}
-    ServingHandler.manifest_artifacts = 0.0
-    assert evaluate(params, "serving.mode-observed").status == Status.PASS
+    assert {row["surface"]: row["age_days"] for row in finding.evidence["signals"]} == {"home": 0, "pdp": 20}
+    assert json.dumps(finding.evidence["sql"]).count("max(day)") == 1

@@ -15,7 +15,6 @@ HARDENED_PASS = [
     "rollout.audit-log-file",
     "rollout.request-traceable",
     "rollout.versions-retained",
-    "rollout.manifest-rollback",
     "rollout.image-pinned",
     "rollout.replicas",
 ]
@@ -54,7 +53,7 @@ def test_single_replica_latest_and_no_retained_manifest_fail(audit_findings) -> 
     assert findings["rollout.replicas"].evidence["replicaCount"] == 1
     assert findings["rollout.image-pinned"].status == Status.FAIL
     assert findings["rollout.image-pinned"].evidence["tag"] == "latest"
-    assert findings["rollout.manifest-rollback"].status == Status.FAIL
+    assert findings["pipelines.rollback-manifest-retained"].status == Status.FAIL  # one check for this fact
     # one replica: invalidation reaches it
     assert findings["rollout.cache-invalidation-scope"].status == Status.PASS
 

@@ -2,44 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
 from recsys_audit.catalog import Section
-from recsys_audit.checks.common import identity_for, tenant_surfaces
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import accepted, identity_for, mode_evidence, serving_role, tenant_surfaces
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
 from recsys_audit.probes.config import parse_duration
-from recsys_audit.probes.service import Role
 
 SECTION = Section(0, "Serving mode", notebook="00_serving_mode")
 
-MODE_ITEM = "Pick a serving mode per tenant/environment (DB-only or artifact/manifest) and document the choice"
 REFERENCE = "recsys-data-and-ops §3 (artifact/manifest mode), §1.7 (signal tables); recsys-http-and-config §4"
 SIGNAL_TABLES = ("item_popularity_daily", "item_covisit_daily")
 # A manifest cache longer than this delays a manifest rollback by as much.
 MAX_ARTIFACT_TTL_S = 15 * 60
-CALLER_ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
-
-
-def caller_role(ctx: AuditContext) -> Role:
-    """The least-privileged identity the params give for serving calls."""
-    for role in CALLER_ROLES:
-        if ctx.service.has_role(role):
-            return role
-    raise ProbeError("no serving credential in params (auth.credentials.viewer/operator/admin)")
 
 
 def recommend_sweep(ctx: AuditContext) -> list[dict[str, Any]]:
     """One live recommend per declared tenant/surface (shared by the checks of this section)."""
 
     def sweep() -> list[dict[str, Any]]:
-        role = caller_role(ctx)
+        role = serving_role(ctx)
         rows = []
         for tenant, surface in tenant_surfaces(ctx):
             # each tenant is called with its own identity where params give one, else the serving credential
-            response = ctx.service.recommend(tenant, surface, role=identity_for(ctx, tenant) or role)
+            response = accepted(ctx.service.recommend(tenant, surface, role=identity_for(ctx, tenant) or role))
             body = response.json() if response.status == 200 else None  # a 200 that is not JSON: error
             items = body.get("items") if isinstance(body, dict) else None
             warnings = body.get("warnings") if isinstance(body, dict) else None
@@ -63,9 +54,18 @@ def declared_modes(ctx: AuditContext) -> set[str]:
     return {tenant.serving_mode for tenant in ctx.params.tenants if tenant.serving_mode}
 
 
+def observed_modes(ctx: AuditContext) -> list[dict[str, Any]]:
+    """What config, metrics and published manifests say, after this section's live recommends: the manifest gauges
+    are set only once a request has loaded a manifest."""
+    with contextlib.suppress(ProbeError):  # serving.live-recommend reports it; real traffic may have set them
+        recommend_sweep(ctx)
+    return mode_evidence(ctx).rows
+
+
 @SECTION.check(
     "serving.mode-declared",
-    item=MODE_ITEM,
+    items=("0.serving-mode-per-tenant", "0.read-data-modes", "0.mode-documented"),
+    evidence=EvidenceClass.DECLARED,
     title="Every tenant has a declared serving mode and a link to where it is documented",
     severity=Severity.MEDIUM,
     remediation="In params, set tenants[].serving_mode (db_only or artifact) and tenants[].mode_documented_at (the "
@@ -96,7 +96,8 @@ def mode_declared(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.mode-observed",
-    item=MODE_ITEM,
+    items=("0.serving-mode-per-tenant",),
+    evidence=EvidenceClass.LIVE,
     title="Config, metrics and data agree with the declared serving mode",
     severity=Severity.HIGH,
     remediation="Make the deployment match the declaration: RECSYS_ARTIFACT_MODE_ENABLED=true with a manifest "
@@ -104,62 +105,57 @@ def mode_declared(ctx: AuditContext) -> Outcome:
     reference=REFERENCE,
 )
 def mode_observed(ctx: AuditContext) -> Outcome:
+    rows = [dict(row) for row in observed_modes(ctx) if not row["source"].startswith("declared")]
     declared = declared_modes(ctx)
+    observed = {row["mode"] for row in rows if row["mode"]}
+    evidence: dict[str, Any] = {"declared": ", ".join(sorted(declared)) or None, "observations": rows}
+    decisive_db_only = any(row["mode"] == "db_only" and row["decisive"] for row in rows)
+    if "artifact" in observed and decisive_db_only:
+        disagree = [row["source"] for row in rows if row["mode"]]
+        return failed(f"the sources disagree on the serving mode: {', '.join(disagree)}", **evidence)
     if len(declared) != 1:
-        return skipped("no single declared serving mode to compare with (see serving.mode-declared)")
-    expected = declared.pop()
-    rows: list[dict[str, Any]] = []
-    statuses: list[Status] = []
-
-    enabled = ctx.config.flag("RECSYS_ARTIFACT_MODE_ENABLED")
-    setting = ctx.config.get("RECSYS_ARTIFACT_MODE_ENABLED")
-    config_mode = None if enabled is None else ("artifact" if enabled else "db_only")
-    rows.append(
-        {
-            "source": f"config ({setting.source})",
-            "observation": f"RECSYS_ARTIFACT_MODE_ENABLED={setting.value}",
-            "mode": config_mode,
-        }
-    )
-    statuses.append(Status.WARN if config_mode is None else Status.PASS if config_mode == expected else Status.FAIL)
-
-    try:
-        recommend_sweep(ctx)  # a manifest gauge is set only once a request has loaded a manifest
-        metrics = ctx.metrics
-        artifacts = metrics.total("recsys_artifact_manifest_artifacts")
-        age = metrics.total("recsys_artifact_manifest_age_seconds")
-        present = metrics.has("recsys_artifact_manifest_artifacts")
-        metric_mode = None if not present else ("artifact" if artifacts > 0 or age > 0 else "db_only")
-        rows.append(
-            {
-                "source": "metrics (/metrics)",
-                "observation": f"recsys_artifact_manifest_artifacts={artifacts:g}, age_seconds={age:g}",
-                "mode": metric_mode,
-            }
-        )
-        if metric_mode is None:
-            statuses.append(Status.WARN)
-        elif metric_mode != expected:
-            statuses.append(Status.FAIL if expected == "db_only" else Status.WARN)
-        else:
-            statuses.append(Status.PASS)
-    except ProbeError as exc:
-        rows.append({"source": "metrics (/metrics)", "observation": str(exc), "mode": None})
-        statuses.append(Status.WARN)
-
-    status = worst(*statuses)
-    evidence = {"declared": expected, "observations": rows}
+        what = "no serving mode is declared" if not declared else "tenants declare different modes"
+        seen = ", ".join(sorted(observed)) or "nothing"
+        return warned(f"{what} (see serving.mode-declared); observed: {seen}", **evidence)
+    expected = next(iter(declared))
+    statuses = []
+    for row in rows:
+        if row["mode"] is None:
+            status = Status.WARN
+        elif row["mode"] == expected:
+            status = Status.PASS
+        else:  # a gauge at 0 or no published manifest does not prove DB-only mode: it only fails to confirm
+            status = Status.FAIL if row["mode"] == "artifact" or row["decisive"] else Status.WARN
+        row["verdict"] = str(status)
+        statuses.append(status)
+    status = worst(*statuses) if statuses else Status.WARN
     if status == Status.PASS:
-        return passed(f"config and metrics agree: {expected}", **evidence)
-    contradicting = [row["source"] for row, s in zip(rows, statuses, strict=True) if s == Status.FAIL]
+        return passed(f"config, metrics and data agree: {expected}", **evidence)
     if status == Status.FAIL:
+        contradicting = [row["source"] for row in rows if row["verdict"] == "fail"]
         return failed(f"declared {expected}, but {' and '.join(contradicting)} say otherwise", **evidence)
-    return warned(f"declared {expected}; not every source could confirm it", **evidence)
+    silent = [row["source"] for row in rows if row["verdict"] == "warn"] or ["no source"]
+    return warned(f"declared {expected}; not confirmed by {', '.join(silent)}", **evidence)
+
+
+def artifact_mode_applies(ctx: AuditContext) -> Outcome | None:
+    """None when some source says artifact mode; otherwise the skip (or, when nothing can tell, the warning)."""
+    observed_modes(ctx)
+    evidence = mode_evidence(ctx)
+    if evidence.artifact is True:
+        return None
+    if evidence.artifact is False:
+        return skipped(
+            f"DB-only serving ({', '.join(evidence.saying('db_only'))}): no artifact mode", modes=evidence.rows
+        )
+    unknown = "no source tells whether artifact mode is on (no declaration, config, gauges or manifests)"
+    return warned(unknown, modes=evidence.rows)
 
 
 @SECTION.check(
     "serving.artifact-config",
-    item="Artifact/manifest mode: pipelines publish artifacts + manifest",
+    items=("0.artifact-mode",),
+    evidence=EvidenceClass.CONFIG,
     title="Artifact mode: manifest template set, S3 over TLS, cache TTLs sane",
     severity=Severity.HIGH,
     remediation="Set RECSYS_ARTIFACT_MANIFEST_TEMPLATE with {tenant} and {surface} (and RECSYS_ARTIFACT_FILE_ROOT for "
@@ -168,8 +164,8 @@ def mode_observed(ctx: AuditContext) -> Outcome:
     reference="recsys-data-and-ops §3.2; recsys-http-and-config §4",
 )
 def artifact_config(ctx: AuditContext) -> Outcome:
-    if "artifact" not in declared_modes(ctx) and ctx.config.flag("RECSYS_ARTIFACT_MODE_ENABLED") is not True:
-        return skipped("artifact mode is neither declared nor enabled")
+    if (not_applicable := artifact_mode_applies(ctx)) is not None:
+        return not_applicable
     config = ctx.config
     names = [
         "RECSYS_ARTIFACT_MODE_ENABLED",
@@ -182,7 +178,10 @@ def artifact_config(ctx: AuditContext) -> Outcome:
     ]
     problems: list[tuple[Status, str]] = []
     if config.flag("RECSYS_ARTIFACT_MODE_ENABLED") is False:
-        problems.append((Status.FAIL, "artifact mode is declared but RECSYS_ARTIFACT_MODE_ENABLED is off"))
+        saying = ", ".join(mode_evidence(ctx).saying("artifact"))
+        problems.append((Status.FAIL, f"RECSYS_ARTIFACT_MODE_ENABLED is off, but {saying} say artifact mode"))
+    elif config.flag("RECSYS_ARTIFACT_MODE_ENABLED") is None:
+        problems.append((Status.WARN, "RECSYS_ARTIFACT_MODE_ENABLED not visible"))
     template = config.get("RECSYS_ARTIFACT_MANIFEST_TEMPLATE")
     if template.state == "set":
         text = template.value or ""
@@ -226,7 +225,8 @@ def artifact_config(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "serving.db-signals-fresh",
-    item="DB-only mode (fastest pilot; signals live in Postgres)",
+    items=("0.db-only-mode",),
+    evidence=EvidenceClass.DATA,
     title="DB-only mode: signal tables hold recent rows for every declared tenant/surface",
     severity=Severity.HIGH,
     remediation="Run the pipelines with db.dsn set (or the loader you use) so item_popularity_daily / "
@@ -236,7 +236,12 @@ def artifact_config(ctx: AuditContext) -> Outcome:
 def db_signals_fresh(ctx: AuditContext) -> Outcome:
     db_only = [t for t in ctx.params.tenants if t.serving_mode == "db_only"]
     if not db_only:
-        return skipped("no tenant declares DB-only serving")
+        observed = mode_evidence(ctx).artifact
+        if observed is None:
+            return warned("no source tells whether the service serves from DB signals: freshness not judged")
+        if observed:
+            return skipped("no tenant declares DB-only serving and the service serves artifacts")
+        db_only = list(ctx.params.tenants)  # the service runs DB-only: every tenant is served from the signals
     max_age = ctx.params.policies.signal_max_age_days
     today = dt.datetime.now(dt.UTC).date()
     # max(day) per (tenant, namespace) is answered by the (tenant_id, namespace, day) index: no table scan.
@@ -259,20 +264,29 @@ def db_signals_fresh(ctx: AuditContext) -> Outcome:
                     ages.append((today - last_day).days)
             age = min(ages) if ages else None
             row["age_days"] = age
-            status = Status.FAIL if age is None or age > max_age else Status.PASS
+            if age is not None and age < 0:  # a day after today is not fresh, it is wrong
+                status = Status.WARN
+            else:
+                status = Status.FAIL if age is None or age > max_age else Status.PASS
             row["status"] = str(status)
             statuses.append(status)
             rows.append(row)
     evidence = {"policy_max_age_days": max_age, "sql": sql.format(table="<signal table>"), "signals": rows}
-    stale = [f"{r['tenant']}/{r['surface']}" for r in rows if r["status"] != "pass"]
+    stale = [f"{r['tenant']}/{r['surface']}" for r in rows if r["status"] == "fail"]
     if stale:
         return failed(f"no signal rows newer than {max_age} day(s) for {', '.join(stale)}", **evidence)
+    future = [f"{r['tenant']}/{r['surface']}" for r in rows if r["status"] == "warn"]
+    if future:
+        return warned(
+            f"signal rows dated in the future for {', '.join(future)}: the pipeline clock is wrong", **evidence
+        )
     return passed(f"fresh signal rows (≤ {max_age} d) for {len(rows)} tenant/surface pair(s)", **evidence)
 
 
 @SECTION.check(
     "serving.live-recommend",
-    item="Pick a serving mode per tenant/environment",
+    items=("0.serving-mode-per-tenant",),
+    evidence=EvidenceClass.LIVE,
     title="A live recommend for every declared tenant/surface returns items",
     severity=Severity.HIGH,
     remediation="Follow the empty-recommendations runbook: SIGNAL_UNAVAILABLE / SIGNAL_PARTIAL → load signals or "

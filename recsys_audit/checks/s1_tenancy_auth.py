@@ -12,25 +12,30 @@ from typing import Any
 from urllib.parse import urlparse
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import (
+    accepted,
+    awaiting_attestation,
+    credential_field,
+    keyed_hash,
+    secret_problem,
+    unkeyed_hashes,
+)
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
-from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
+from recsys_audit.findings import Outcome, Severity, Status, errored, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
 from recsys_audit.probes import tokens as crafted
-from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, recommend_body
+from recsys_audit.probes.service import IMPOSSIBLE_ETAG, ProbeResponse, Role, recommend_body
 
 SECTION = Section(1, "Tenancy and authentication", notebook="01_tenancy_auth")
+register_config_rules(SECTION)  # dev auth, AUTH_REQUIRED, tenant claim, ENV, bypass switches, role names
 
 HTTP_REF = "recsys-http-and-config §3 (auth and tenancy)"
 ENV_REF = "recsys-http-and-config §4 (environment; not enforced in production)"
 REFUSED = (401, 403)
 UNLISTED_ORIGIN = "https://recsys-audit-unlisted-origin.invalid"
-ITEM_MECHANISM = "Decide the production auth mechanism: JWT (recommended) or API keys (server-to-server)"
-ITEM_JWT = (
-    "If using JWT: JWT_JWKS_URL, JWT_ISSUER, JWT_AUDIENCE; AUTH_JWKS_ALLOWED_HOSTS; AUTH_ALLOW_INSECURE_JWKS=false"
-)
-ITEM_API_KEYS = "If using API keys: API_KEY_ENABLED=true, store API_KEY_HASH_SECRET securely, rotate keys"
-ITEM_TENANCY = "Decide and document tenancy source: tenant claim(s) in JWT and/or header"
-ITEM_RBAC = "Validate RBAC rules for admin endpoints: AUTH_VIEWER_ROLE, AUTH_OPERATOR_ROLE, AUTH_ADMIN_ROLE"
+AUDIT_ROLES: tuple[Role, ...] = ("viewer", "operator", "admin", "no_role", "other_tenant")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -59,18 +64,6 @@ def refusal_outcome(rows: list[dict[str, Any]], what: str, **evidence: Any) -> O
         listed = "; ".join(f"{row['probe']} → {row['status']}" for row in bad)
         return failed(f"{what} not refused: {listed}", probes=rows, **evidence)
     return passed(f"{what}: all {len(rows)} probe(s) refused as expected", probes=rows, **evidence)
-
-
-def flag_outcome(ctx: AuditContext, name: str, want: bool, why: str) -> Outcome:
-    """A one-variable config check: pass when the flag has the wanted value."""
-    setting = ctx.config.get(name)
-    value = ctx.config.flag(name)
-    evidence = {"config": ctx.config.rows([name])}
-    if value is None:
-        return warned(f"{name} is not visible in the config sources", **evidence)
-    if value != want:
-        return failed(f"{name}={setting.value} ({setting.source}): {why}", **evidence)
-    return passed(f"{name}={setting.value} ({setting.source})", **evidence)
 
 
 def jwt_in_use(ctx: AuditContext) -> bool:
@@ -112,6 +105,35 @@ def jwks(ctx: AuditContext) -> crafted.JwksDocument:
     return ctx.memo("s1:jwks", fetch)
 
 
+def credential_checks(ctx: AuditContext) -> list[dict[str, Any]]:
+    """One harmless validate request per audit credential (no engine, no metrics): was the credential accepted?"""
+
+    def check() -> list[dict[str, Any]]:
+        rows = []
+        surface = ctx.params.tenants[0].surfaces[0]
+        for role in AUDIT_ROLES:
+            if not ctx.service.has_role(role):
+                continue
+            tenant = (other_tenant(ctx) or audited_tenant(ctx)) if role == "other_tenant" else audited_tenant(ctx)
+            headers = {ctx.params.auth.tenant_header: tenant}
+            response = ctx.service.post("/v1/recommend/validate", recommend_body(surface), role=role, headers=headers)
+            row = {"role": role, "params": credential_field(role), **response.evidence()}
+            rows.append({**row, "accepted": response.status != 401})
+        return rows
+
+    return ctx.memo("s1:credentials", check)
+
+
+def audit_api_keys(ctx: AuditContext) -> list[tuple[str, str]]:
+    """(role, key) for every audit credential that is an API key."""
+    keys = []
+    for role in AUDIT_ROLES:
+        credential = ctx.service.credential(role)
+        if credential is not None and credential.api_key is not None:
+            keys.append((role, credential.api_key.reveal()))
+    return keys
+
+
 def bearer_probe(ctx: AuditContext, probe: str, token: str, path: str | None = None) -> dict[str, Any]:
     """GET an admin document of the audited tenant with a crafted bearer token and no tenant header."""
     path = path or admin_config_path(audited_tenant(ctx))
@@ -123,39 +145,9 @@ def bearer_probe(ctx: AuditContext, probe: str, token: str, path: str | None = N
 
 
 @SECTION.check(
-    "auth.dev-auth-disabled",
-    item="Ensure dev headers are disabled in production (DEV_AUTH_ENABLED=false)",
-    title="Dev-header authentication is off in the deployment config",
-    severity=Severity.CRITICAL,
-    remediation="Set DEV_AUTH_ENABLED=false (api.env in Helm values); the service does not block it in production.",
-    reference="recsys-http-and-config §3 (dev headers grant an auth context, not blocked in production)",
-)
-def dev_auth_disabled(ctx: AuditContext) -> Outcome:
-    setting = ctx.config.get("DEV_AUTH_ENABLED")
-    evidence = {"config": [setting.row()]}
-    enabled = ctx.config.flag("DEV_AUTH_ENABLED")
-    if enabled is None:
-        return warned("DEV_AUTH_ENABLED is not visible (set in a secret the kit cannot read)", **evidence)
-    if enabled:
-        return failed(f"DEV_AUTH_ENABLED is on ({setting.source})", **evidence)
-    return passed(f"DEV_AUTH_ENABLED is off ({setting.source})", **evidence)
-
-
-@SECTION.check(
-    "auth.auth-required",
-    item=ITEM_MECHANISM,
-    title="AUTH_REQUIRED is on",
-    severity=Severity.CRITICAL,
-    remediation="Set AUTH_REQUIRED=true; with it off, protected routes answer anonymous callers.",
-    reference=ENV_REF,
-)
-def auth_required(ctx: AuditContext) -> Outcome:
-    return flag_outcome(ctx, "AUTH_REQUIRED", True, "protected routes accept requests without credentials")
-
-
-@SECTION.check(
     "auth.production-mechanism",
-    item=ITEM_MECHANISM,
+    items=("1.auth-mechanism", "1.jwt", "1.api-keys"),
+    evidence=EvidenceClass.CONFIG,
     title="A production auth mechanism (JWT or API keys) is declared and enabled",
     severity=Severity.CRITICAL,
     remediation="Declare auth.mechanisms in params and enable it: JWT_AUTH_ENABLED=true with JWKS/issuer/audience, "
@@ -172,14 +164,19 @@ def production_mechanism(ctx: AuditContext) -> Outcome:
     off = [m for m in declared if enabled[m] is False]
     if off:
         return failed(f"declared {', '.join(off)} but {', '.join(switches[m] for m in off)} is off", **evidence)
-    if not any(enabled.values()):
-        return warned("no production auth mechanism is visibly enabled in the config sources", **evidence)
+    unseen = [switches[m] for m in declared if enabled[m] is None]
+    if unseen:
+        return warned(f"declared {', '.join(declared)}, but {', '.join(unseen)} is not visible", **evidence)
+    undeclared = [m for m, on in enabled.items() if on and m not in declared]
+    if undeclared:
+        return warned(f"{', '.join(undeclared)} is enabled but not declared in params (auth.mechanisms)", **evidence)
     return passed(f"{', '.join(declared)} declared and enabled", **evidence)
 
 
 @SECTION.check(
     "auth.jwt-config",
-    item=ITEM_JWT,
+    items=("1.jwt-jwks-issuer-audience", "1.jwks-allowed-hosts"),
+    evidence=EvidenceClass.CONFIG,
     title="JWT: https JWKS on the allow-list, insecure JWKS off, issuer and audience set, RS algorithms only",
     severity=Severity.HIGH,
     remediation="Set JWT_JWKS_URL to an https URL whose host is listed in AUTH_JWKS_ALLOWED_HOSTS, keep "
@@ -218,9 +215,9 @@ def jwt_config(ctx: AuditContext) -> Outcome:
         problems.append((Status.FAIL, "AUTH_ALLOW_INSECURE_JWKS=true"))
     for name, declared in (("JWT_ISSUER", ctx.params.auth.jwt.issuer), ("JWT_AUDIENCE", ctx.params.auth.jwt.audience)):
         setting = config.get(name)
-        if setting.state == "unknown" or setting.state == "hidden":
-            continue
-        if not setting.value:
+        if setting.value is None:
+            problems.append((Status.WARN, f"{name} not visible"))
+        elif not setting.value:
             problems.append((Status.FAIL, f"{name} is empty"))
         elif declared and declared != setting.value:
             problems.append((Status.FAIL, f"{name} differs from the value declared in params (auth.jwt)"))
@@ -236,69 +233,95 @@ def jwt_config(ctx: AuditContext) -> Outcome:
     return failed(summary, **evidence) if status == Status.FAIL else warned(summary, **evidence)
 
 
+STORED_HASH_SQL = "SELECT key_hash FROM tenant_api_keys WHERE key_hash = ANY(%s)"  # the UNIQUE index answers
+
+
+def stored_key_hashes(ctx: AuditContext, secret: str | None) -> tuple[list[dict[str, Any]], Status, str]:
+    """How the service stored the audit's own API keys: unkeyed (empty secret), keyed with the configured secret,
+    or keyed with something else — looked up by exact hash, never reading the key table."""
+    accepted_roles = {row["role"] for row in credential_checks(ctx) if row["accepted"]}
+    rows, statuses, notes = [], [], []
+    for role, key in audit_api_keys(ctx):
+        forms = unkeyed_hashes(key)
+        if secret:
+            forms["HMAC-SHA256 with the configured secret"] = keyed_hash(secret, key)
+        found = {row["key_hash"] for row in ctx.db.query(STORED_HASH_SQL, (list(forms.values()),))}
+        stored_as = [form for form, digest in forms.items() if digest in found]
+        unkeyed = [form for form in stored_as if "configured" not in form]
+        if unkeyed:
+            status, note = Status.FAIL, f"the {role} key is stored as {unkeyed[0]}: the running service has no secret"
+        elif stored_as:
+            status, note = Status.PASS, f"the {role} key is stored keyed with the configured secret"
+        elif secret:
+            status, note = (
+                Status.WARN,
+                (
+                    f"the {role} key's stored hash matches neither the configured secret nor an unkeyed hash: the "
+                    "config sources may not be what runs"
+                ),
+            )
+        elif role in accepted_roles:
+            status, note = Status.PASS, f"the {role} key authenticates and is not stored unkeyed: the secret is set"
+        else:
+            status, note = Status.WARN, f"the {role} key was not confirmed live, so its hash proves nothing"
+        rows.append({"role": role, "stored_as": ", ".join(stored_as) or "not an unkeyed hash", "verdict": note})
+        statuses.append(status)
+        notes.append(note)
+    return rows, worst(*statuses), "; ".join(notes)
+
+
 @SECTION.check(
     "auth.api-key-secret",
-    item=ITEM_API_KEYS,
-    title="API keys: API_KEY_HASH_SECRET is set (stored key hashes are HMACs, not plain SHA-256)",
+    items=("1.api-key-hash-secret",),
+    evidence=EvidenceClass.DATA,
+    title="API keys: API_KEY_HASH_SECRET is set and real (stored key hashes are HMACs, not plain SHA-256)",
     severity=Severity.HIGH,
-    remediation="Set API_KEY_HASH_SECRET from a secret store (Helm api.existingSecret); re-hash stored keys with it.",
-    reference="recsys-data-and-ops §1.6",
+    remediation="Set API_KEY_HASH_SECRET (32+ random bytes) from a secret store (Helm api.existingSecret) and "
+    "re-issue the stored keys with it; an empty secret stores keys as plain SHA-256.",
+    reference="recsys-data-and-ops §1.6 (key_hash = HMAC-SHA256 with the secret, plain SHA-256 when it is empty)",
 )
 def api_key_secret(ctx: AuditContext) -> Outcome:
     if not api_keys_in_use(ctx):
         return skipped("API-key authentication is off (API_KEY_ENABLED)")
     setting = ctx.config.get("API_KEY_HASH_SECRET")
-    evidence = {"config": ctx.config.rows(["API_KEY_ENABLED", "API_KEY_HASH_SECRET"])}
-    if setting.state == "hidden":
-        return passed(f"API_KEY_HASH_SECRET is set in a secret ({setting.source}); value not visible", **evidence)
-    if setting.state == "unknown":
-        return warned(f"API_KEY_HASH_SECRET not visible ({setting.source})", **evidence)
-    if not setting.value:
-        return failed("API_KEY_HASH_SECRET is empty: key hashes are unkeyed SHA-256", **evidence)
-    return passed(f"API_KEY_HASH_SECRET is set ({setting.source})", **evidence)
-
-
-@SECTION.check(
-    "auth.tenant-claim-required",
-    item=ITEM_TENANCY,
-    title="AUTH_REQUIRE_TENANT_CLAIM is on (the tenant header alone cannot pick a tenant)",
-    severity=Severity.CRITICAL,
-    remediation="Set AUTH_REQUIRE_TENANT_CLAIM=true (it defaults on only when ENV=production).",
-    reference=HTTP_REF,
-)
-def tenant_claim_required(ctx: AuditContext) -> Outcome:
-    return flag_outcome(
-        ctx, "AUTH_REQUIRE_TENANT_CLAIM", True, "any caller with an auth context picks its tenant by header"
-    )
-
-
-@SECTION.check(
-    "auth.rbac-roles",
-    item=ITEM_RBAC,
-    title="RBAC role names are set (all empty switches admin RBAC off)",
-    severity=Severity.HIGH,
-    remediation="Set AUTH_VIEWER_ROLE, AUTH_OPERATOR_ROLE and AUTH_ADMIN_ROLE to the role names your IdP issues.",
-    reference="recsys-http-and-config §1 (RBAC), §2 (admin-only explain)",
-)
-def rbac_roles(ctx: AuditContext) -> Outcome:
-    names = ["AUTH_VIEWER_ROLE", "AUTH_OPERATOR_ROLE", "AUTH_ADMIN_ROLE", "AUTH_ROLE_CLAIMS"]
-    evidence = {"config": ctx.config.rows(names)}
-    values = {name: ctx.config.value(name) for name in names[:3]}
-    if any(v is None for v in values.values()):
-        return warned("some role names are not visible in the config sources", **evidence)
-    empty = [name for name, value in values.items() if not (value or "").strip()]
-    if len(empty) == 3:
-        return failed("all three role names are empty: admin RBAC is off", **evidence)
-    if "AUTH_ADMIN_ROLE" in empty:
-        return failed("AUTH_ADMIN_ROLE is empty: explain=full and traces are open to every caller", **evidence)
-    if empty:
-        return warned(f"{', '.join(empty)} empty", **evidence)
-    return passed("viewer, operator and admin role names are set", **evidence)
+    evidence: dict[str, Any] = {"config": ctx.config.rows(["API_KEY_ENABLED", "API_KEY_HASH_SECRET"])}
+    statuses, problems = [], []
+    if setting.value is None:
+        statuses.append(Status.WARN)
+        problems.append(f"API_KEY_HASH_SECRET not visible ({setting.source})")
+    elif problem := secret_problem(setting.value, ctx.params.policies.min_salt_length):
+        statuses.append(Status.FAIL)
+        unkeyed = ": stored key hashes are plain SHA-256" if problem == "empty" else ""
+        problems.append(f"API_KEY_HASH_SECRET is {problem}{unkeyed}")
+    else:
+        statuses.append(Status.PASS)
+    data_status = None
+    if not audit_api_keys(ctx):
+        evidence["stored_keys"] = "not checked: needs an API-key credential in params (and database.dsn)"
+    else:
+        try:
+            rows, data_status, note = stored_key_hashes(ctx, setting.value)
+            evidence.update(sql=STORED_HASH_SQL, stored_keys=rows)
+            statuses.append(data_status)
+            if data_status != Status.PASS:
+                problems.append(note)
+        except ProbeError as exc:
+            evidence["stored_keys"] = f"not checked: {exc}"
+    if setting.value is None and data_status == Status.PASS:
+        statuses.remove(Status.WARN)  # the stored hash shows what the invisible value is: set, non-empty
+    status = worst(*statuses)
+    if status == Status.FAIL:
+        return failed("; ".join(problems), **evidence)
+    if status != Status.PASS:
+        return warned("; ".join(problems), **evidence)
+    shown = "observed in the stored hash of the audit's key" if data_status == Status.PASS else setting.source
+    return passed(f"API_KEY_HASH_SECRET is set and not an example ({shown})", **evidence)
 
 
 @SECTION.check(
     "auth.tenant-source-documented",
-    item=ITEM_TENANCY,
+    items=("1.tenancy-source", "1.tenant-claims-or-header"),
+    evidence=EvidenceClass.DECLARED,
     title="The tenant source (claims and/or header) is declared, documented and matches the config",
     severity=Severity.MEDIUM,
     remediation="Set auth.tenant_source and auth.tenant_source_documented_at in params; a claims-only source needs "
@@ -325,53 +348,11 @@ def tenant_source_documented(ctx: AuditContext) -> Outcome:
 
 
 @SECTION.check(
-    "auth.env-production",
-    item="Ensure dev headers are disabled in production",
-    title="ENV is really production (production-only startup guards are active)",
-    severity=Severity.HIGH,
-    remediation="Set ENV=production: only then does the service refuse missing salts/secrets and S3 without TLS, "
-    "and default the tenant claim on and docs off.",
-    reference=ENV_REF,
-)
-def env_production(ctx: AuditContext) -> Outcome:
-    if not ctx.params.target.production:
-        return skipped("params declare a non-production target (target.production: false)")
-    setting = ctx.config.get("ENV")
-    evidence = {"config": ctx.config.rows(["ENV"])}
-    if setting.value is None:
-        return warned("ENV is not visible in the config sources", **evidence)
-    if setting.value.strip().lower() != "production":
-        return failed(f"ENV={setting.value or '(empty)'} ({setting.source}): production guards are off", **evidence)
-    return passed(f"ENV=production ({setting.source})", **evidence)
-
-
-@SECTION.check(
-    "auth.bypass-flags-off",
-    item="Ensure dev headers are disabled in production",
-    title="No dangerous bypass switch is on (JWT skip header, rate-limit skip, admin-only explain)",
-    severity=Severity.HIGH,
-    remediation="Set JWT_ALLOW_DANGEROUS_DEV_BYPASSES, JWT_SKIP_HEADER_ENABLED, RATE_LIMIT_SKIP_ENABLED and "
-    "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES to false and keep RECSYS_EXPLAIN_REQUIRE_ADMIN=true.",
-    reference=ENV_REF,
-)
-def bypass_flags_off(ctx: AuditContext) -> Outcome:
-    must_be_off = [
-        "JWT_ALLOW_DANGEROUS_DEV_BYPASSES",
-        "JWT_SKIP_HEADER_ENABLED",
-        "RATE_LIMIT_SKIP_ENABLED",
-        "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES",
-    ]
-    must_be_on = ["RECSYS_EXPLAIN_REQUIRE_ADMIN"]
-    evidence = {"config": ctx.config.rows(must_be_off + must_be_on)}
-    wrong = [n for n in must_be_off if ctx.config.flag(n)] + [n for n in must_be_on if ctx.config.flag(n) is False]
-    if wrong:
-        return failed(f"bypass switches in the wrong position: {', '.join(wrong)}", **evidence)
-    return passed("all bypass switches off, explain=full admin-only", **evidence)
-
-
-@SECTION.check(
     "auth.key-rotation-documented",
-    item=ITEM_API_KEYS,
+    items=("1.api-key-rotation",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: the rotation process is a document and a habit that only a reviewer can attest "
+    "(key ages are judged by auth.api-key-storage)",
     title="API-key rotation process is documented and exercised",
     severity=Severity.LOW,
     remediation="Document how keys are issued, rotated and revoked (SQL on tenant_api_keys), link it in params "
@@ -382,7 +363,34 @@ def key_rotation_documented(ctx: AuditContext) -> Outcome:
     if not api_keys_in_use(ctx):
         return skipped("API-key authentication is off")
     link = ctx.params.auth.key_rotation_process_documented_at
-    return manual("a reviewer confirms the rotation process is followed", documented_at=link or "(not declared)")
+    summary = "a reviewer attests that the key rotation process is documented and followed"
+    return awaiting_attestation(ctx, "auth.key-rotation-documented", summary, documented_at=link or "(not declared)")
+
+
+# --- live: the audit's own credentials -----------------------------------------------------------------------------
+
+
+@SECTION.check(
+    "auth.credentials-accepted",
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
+    cannot_fail="it judges the audit's own credentials: a refused one is an audit error (error, naming the role and "
+    "the params field), never a finding against the target",
+    title="Preflight: every audit credential in params is accepted (so refusals below mean what they say)",
+    severity=Severity.HIGH,
+    remediation="Renew or correct the refused credential in params (auth.credentials.<role>, "
+    "auth.other_tenant.credential): an expired token, a revoked key or another tenant's identity.",
+    reference="recsys-http-and-config §1 (POST /v1/recommend/validate: any role, no engine), §3",
+)
+def credentials_accepted(ctx: AuditContext) -> Outcome:
+    rows = credential_checks(ctx)
+    if not rows:
+        return warned("no audit credential in params (auth.credentials): the probes that need one cannot run")
+    refused = [row for row in rows if not row["accepted"]]
+    if refused:
+        listed = "; ".join(f"{row['role']} ({row.get('code', 'no code')}): fix {row['params']}" for row in refused)
+        return errored(f"the target refused the audit's own credential(s) with 401 — {listed}", credentials=rows)
+    return passed(f"{len(rows)} audit credential(s) accepted: {', '.join(r['role'] for r in rows)}", credentials=rows)
 
 
 # --- live: unauthenticated and dev-header callers ------------------------------------------------------------------
@@ -390,7 +398,8 @@ def key_rotation_documented(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.unauthenticated-refused",
-    item=ITEM_MECHANISM,
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
     title="Without credentials, serving and admin routes answer 401",
     severity=Severity.CRITICAL,
     remediation="Keep AUTH_REQUIRED=true with a production auth mechanism; nothing under /v1 may answer anonymous "
@@ -413,7 +422,8 @@ def unauthenticated_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.dev-headers-refused",
-    item="Ensure dev headers are disabled in production (DEV_AUTH_ENABLED=false)",
+    items=("1.dev-auth-disabled",),
+    evidence=EvidenceClass.LIVE,
     title="Dev headers alone are refused",
     severity=Severity.CRITICAL,
     remediation="Set DEV_AUTH_ENABLED=false: with it on, anyone who sends X-Dev-User-Id / X-Dev-Org-Id is a user "
@@ -437,7 +447,8 @@ def dev_headers_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.tenant-header-alone-refused",
-    item=ITEM_TENANCY,
+    items=("1.tenant-claims-or-header",),
+    evidence=EvidenceClass.LIVE,
     title="The tenant header alone is refused",
     severity=Severity.CRITICAL,
     remediation="Require a real credential: AUTH_REQUIRE_TENANT_CLAIM=true and DEV_AUTH_ENABLED=false; a bare "
@@ -467,7 +478,8 @@ def _jwt_skip(ctx: AuditContext) -> Outcome | None:
 
 @SECTION.check(
     "auth.jwt-alg-none-refused",
-    item=ITEM_JWT,
+    items=("1.jwt",),
+    evidence=EvidenceClass.LIVE,
     title="An unsigned JWT (alg: none) is refused",
     severity=Severity.CRITICAL,
     remediation="Pin JWT_ALLOWED_ALGORITHMS to RS256 (or another asymmetric algorithm); a verifier that honours "
@@ -484,7 +496,8 @@ def jwt_alg_none_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-unknown-key-refused",
-    item=ITEM_JWT,
+    items=("1.jwt",),
+    evidence=EvidenceClass.LIVE,
     title="A JWT signed by an unknown key (with a trusted kid) is refused",
     severity=Severity.CRITICAL,
     remediation="Verify signatures against the JWKS only; never fall back to unverified decoding or to a key from "
@@ -508,7 +521,8 @@ def jwt_unknown_key_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-tampered-claim-refused",
-    item=ITEM_TENANCY,
+    items=("1.jwt", "1.tenant-claims-or-header"),
+    evidence=EvidenceClass.LIVE,
     title="A real token with an edited tenant claim is refused",
     severity=Severity.CRITICAL,
     remediation="Verify the signature over the whole token before reading any claim; the tenant claim must come "
@@ -529,7 +543,8 @@ def jwt_tampered_claim_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwt-trusted-key-negatives",
-    item=ITEM_JWT,
+    items=("1.jwt-jwks-issuer-audience",),
+    evidence=EvidenceClass.LIVE,
     title="Tokens signed by the trusted key but expired, for another issuer/audience, or HS256-confused are refused",
     severity=Severity.HIGH,
     remediation="Set JWT_ISSUER and JWT_AUDIENCE, keep JWT_REQUIRE_EXPIRATION=true with a small clock skew, and pin "
@@ -572,7 +587,8 @@ def jwt_trusted_key_negatives(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.jwks-reachable",
-    item="Confirm readiness check passes from the cluster network (/readyz)",
+    items=("1.jwks-allowed-hosts", "1.readyz-from-cluster"),
+    evidence=EvidenceClass.LIVE,
     title="The JWKS endpoint answers over verified TLS with public keys only",
     severity=Severity.HIGH,
     remediation="Serve the JWKS over https with a certificate the service trusts; publish only public members "
@@ -583,13 +599,26 @@ def jwks_reachable(ctx: AuditContext) -> Outcome:
     if skip := _jwt_skip(ctx):
         return skip
     document = jwks(ctx)
-    evidence = {"url": document.url, "status": document.status, "keys": document.key_rows()}
+    verified = bool(ctx.params.auth.jwt.ca_bundle) or ctx.params.target.verify_tls
+    evidence = {"url": document.url, "status": document.status, "tls_verified": verified, "keys": document.key_rows()}
     if document.status != 200:
         return failed(f"JWKS answered HTTP {document.status}", **evidence)
     if document.private_members():
         return failed(f"JWKS publishes private key members: {', '.join(document.private_members())}", **evidence)
     if not document.keys:
         return failed("JWKS holds no keys: every token is refused", **evidence)
+    if urlparse(document.url).scheme != "https":
+        return failed(
+            "JWKS served over plain http: anyone on the path can swap the signing keys (the service refuses it "
+            "unless AUTH_ALLOW_INSECURE_JWKS=true)",
+            **evidence,
+        )
+    if not verified:
+        return warned(
+            f"JWKS answered with {len(document.keys)} public key(s), but TLS was not verified "
+            "(target.verify_tls: false and no auth.jwt.ca_bundle)",
+            **evidence,
+        )
     return passed(f"JWKS reachable over verified TLS with {len(document.keys)} public key(s)", **evidence)
 
 
@@ -598,7 +627,8 @@ def jwks_reachable(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.api-key-unknown-refused",
-    item=ITEM_API_KEYS,
+    items=("1.api-keys",),
+    evidence=EvidenceClass.LIVE,
     title="An unknown API key is refused with 401",
     severity=Severity.CRITICAL,
     remediation="Look keys up by exact HMAC hash and refuse unknown, revoked and expired keys with 401.",
@@ -618,7 +648,8 @@ def api_key_unknown_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.api-key-storage",
-    item=ITEM_API_KEYS,
+    items=("1.api-key-hash-secret", "1.api-key-rotation"),
+    evidence=EvidenceClass.DATA,
     title="Stored API keys are 64-hex hashes, expire, and are younger than the rotation policy",
     severity=Severity.HIGH,
     remediation="Store only HMAC-SHA256 hashes in tenant_api_keys.key_hash, give every key an expires_at, rotate "
@@ -650,6 +681,8 @@ def api_key_storage(ctx: AuditContext) -> Outcome:
             verdict, status = "hash not 64-hex", Status.FAIL
         elif revoked or expired:
             verdict, status = "revoked" if revoked else "expired", Status.PASS
+        elif age_days is not None and age_days < 0:
+            verdict, status = "active, created in the future", Status.WARN
         elif row["expires_at"] is None:
             verdict, status = "active, never expires", Status.WARN
         elif age_days is not None and age_days > max_age:
@@ -684,7 +717,8 @@ def api_key_storage(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cross-tenant-header-refused",
-    item=ITEM_TENANCY,
+    items=("1.tenant-claims-or-header",),
+    evidence=EvidenceClass.LIVE,
     title="Tenant A's credential with X-Org-Id of tenant B is refused (403)",
     severity=Severity.CRITICAL,
     remediation="Keep the tenant-scope check: a header tenant that differs from the claim or key tenant must give "
@@ -695,7 +729,7 @@ def cross_tenant_header_refused(ctx: AuditContext) -> Outcome:
     tenant_b = other_tenant(ctx)
     if not tenant_b:
         return skipped("no second tenant in params (auth.other_tenant)")
-    response = ctx.service.recommend(tenant_b, ctx.params.tenants[0].surfaces[0], role="viewer")
+    response = accepted(ctx.service.recommend(tenant_b, ctx.params.tenants[0].surfaces[0], role="viewer"))
     rows = [
         probe_row(f"viewer of {audited_tenant(ctx)} with X-Org-Id {tenant_b}", response, "403", response.status == 403)
     ]
@@ -704,7 +738,8 @@ def cross_tenant_header_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cross-tenant-admin-refused",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin",),
+    evidence=EvidenceClass.LIVE,
     title="Tenant A's viewer cannot read tenant B's admin documents",
     severity=Severity.CRITICAL,
     remediation="Compare the URL {tenant_id} with the caller's tenant in the admin handlers (or a route-level "
@@ -717,14 +752,14 @@ def cross_tenant_admin_refused(ctx: AuditContext) -> Outcome:
         return skipped("no second tenant in params (auth.other_tenant)")
     rows = []
     for document in ("config", "rules", "audit"):
-        response = ctx.service.get(admin_config_path(tenant_b, document), role="viewer")
+        response = accepted(ctx.service.get(admin_config_path(tenant_b, document), role="viewer"))
         rows.append(
             probe_row(
                 f"viewer of {tenant_a} reads {tenant_b} {document}", response, "401/403", response.status in REFUSED
             )
         )
     if ctx.service.has_role("other_tenant"):
-        response = ctx.service.get(admin_config_path(tenant_a), role="other_tenant")
+        response = accepted(ctx.service.get(admin_config_path(tenant_a), role="other_tenant"))
         rows.append(
             probe_row(f"caller of {tenant_b} reads {tenant_a} config", response, "401/403", response.status in REFUSED)
         )
@@ -733,7 +768,8 @@ def cross_tenant_admin_refused(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.rbac-viewer-write-denied",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin", "1.rbac-role-names"),
+    evidence=EvidenceClass.LIVE,
     title="A viewer's admin PUT is refused by RBAC (403), before any version check",
     severity=Severity.CRITICAL,
     remediation="Require AUTH_OPERATOR_ROLE/AUTH_ADMIN_ROLE for non-GET admin methods (non-empty role names).",
@@ -743,8 +779,10 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
     tenant = audited_tenant(ctx)
     rows = []
     for document in ("config", "rules"):
-        response = ctx.service.request(
-            "PUT", admin_config_path(tenant, document), role="viewer", headers={"If-Match": IMPOSSIBLE_ETAG}
+        response = accepted(
+            ctx.service.request(
+                "PUT", admin_config_path(tenant, document), role="viewer", headers={"If-Match": IMPOSSIBLE_ETAG}
+            )
         )
         row = probe_row(f"viewer PUT {document} (If-Match never matches)", response, "403", response.status == 403)
         if response.status == 409:
@@ -755,7 +793,8 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.rbac-no-role-denied",
-    item=ITEM_RBAC,
+    items=("1.rbac-admin",),
+    evidence=EvidenceClass.LIVE,
     title="An identity without roles is refused on admin GET (403)",
     severity=Severity.HIGH,
     remediation="Keep the three role names non-empty so admin routes require a role.",
@@ -764,14 +803,15 @@ def rbac_viewer_write_denied(ctx: AuditContext) -> Outcome:
 def rbac_no_role_denied(ctx: AuditContext) -> Outcome:
     if not ctx.service.has_role("no_role"):
         return skipped("no role-less identity in params (auth.credentials.no_role)")
-    response = ctx.service.get(admin_config_path(audited_tenant(ctx)), role="no_role")
+    response = accepted(ctx.service.get(admin_config_path(audited_tenant(ctx)), role="no_role"))
     rows = [probe_row("no-role identity reads admin config", response, "403", response.status == 403)]
     return refusal_outcome(rows, "role-less admin reads")
 
 
 @SECTION.check(
     "auth.explain-admin-only",
-    item=ITEM_RBAC,
+    items=("1.rbac-role-names",),
+    evidence=EvidenceClass.LIVE,
     title="explain=full and include_trace are refused to non-admin callers (403)",
     severity=Severity.MEDIUM,
     remediation="Keep RECSYS_EXPLAIN_REQUIRE_ADMIN=true and AUTH_ADMIN_ROLE non-empty: explanations expose signals "
@@ -786,7 +826,7 @@ def explain_admin_only(ctx: AuditContext) -> Outcome:
         if not ctx.service.has_role(role):
             continue
         for option in ({"explain": "full"}, {"include_trace": True}):
-            response = ctx.service.recommend(tenant, surface, role=role, options=option)
+            response = accepted(ctx.service.recommend(tenant, surface, role=role, options=option))
             name = ", ".join(f"{k}={v}" for k, v in option.items())
             rows.append(probe_row(f"{role} recommend {name}", response, "403", response.status == 403))
     if not rows:
@@ -799,7 +839,8 @@ def explain_admin_only(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.readyz-reachable",
-    item="Confirm readiness check passes from the cluster network (/readyz)",
+    items=("1.readyz-from-cluster", "5.readyz-readiness"),
+    evidence=EvidenceClass.LIVE,
     title="/readyz answers 200 from the auditor's network",
     severity=Severity.HIGH,
     remediation="Follow the service-not-ready runbook: DB reachability first, then auth-provider config.",
@@ -818,7 +859,8 @@ def readyz_reachable(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.cors-restricted",
-    item="Decide the production auth mechanism",
+    items=("1.auth-mechanism",),
+    evidence=EvidenceClass.LIVE,
     title="CORS allows only listed origins (no * in production)",
     severity=Severity.MEDIUM,
     remediation="Set CORS_ALLOWED_ORIGINS to the exact browser origins that call the API (the default is *).",
@@ -853,7 +895,8 @@ def cors_restricted(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "auth.docs-disabled",
-    item="Ensure dev headers are disabled in production",
+    items=("1.dev-auth-disabled",),
+    evidence=EvidenceClass.LIVE,
     title="API docs and OpenAPI spec are not served in production",
     severity=Severity.LOW,
     remediation="Set DOCS_ENABLED=false (the default only when ENV=production).",

@@ -16,10 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import (
+    accepted,
+    awaiting_attestation,
+    keyed_hash,
+    secret_problem,
+    serving_role,
+    unkeyed_hashes,
+)
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
-from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
+from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
+from recsys_audit.probes.service import recommend_body
 
 SECTION = Section(2, "Data contracts, logging and privacy", notebook="02_data_privacy")
+register_config_rules(SECTION)  # exposure logging on
 
 EXPOSURE_REF = "recsys-http-and-config §7 (exposure logging); recsys-data-and-ops §3.5"
 EVENT_TABLES = ("exposure_events", "interaction_events")
@@ -27,26 +39,6 @@ PROTECTED_TABLES = ("exposure_events", "interaction_events", "audit_log")
 SUBJECT_FIELDS = {"user_id_hash": "user_id", "anonymous_id_hash": "anonymous_id", "session_id_hash": "session_id"}
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 FILE_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})")
-EXAMPLE_VALUES = {
-    "changeme",
-    "change-me",
-    "change_me",
-    "secret",
-    "salt",
-    "example",
-    "test",
-    "dev",
-    "demo",
-    "default",
-    "password",
-    "recsys",
-    "replace-me",
-    "replaceme",
-    "your-salt",
-    "your-secret",
-    "xxx",
-    "todo",
-}
 PII_PATTERNS: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     "phone": r"(?<![\w.+])(?:\+\d{1,3}[ -]?\(?\d{1,4}\)?(?:[ -]?\d{2,4}){2,4}|\(\d{3}\) ?\d{3}-\d{4}|\d{3}-\d{3}-\d{4})"
@@ -54,6 +46,7 @@ PII_PATTERNS: dict[str, str] = {
     "ipv4": r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w.])",
 }
 MAX_EXAMPLES = 3
+PROBE_USER = recommend_body("-")["user"]["user_id"]  # the subject every live probe of the kit sends
 
 
 def mask(value: str) -> str:
@@ -184,12 +177,20 @@ def key_text(value: Any) -> str:
     return bytes(value).decode("utf-8", "replace") if isinstance(value, bytes | memoryview) else str(value)
 
 
+def nothing_sampled(ctx: AuditContext, what: str) -> Outcome:
+    """Nothing to judge: not applicable when exposure logging is visibly off, else a warning — the kit did not look."""
+    if exposure_logging_on(ctx) is False:
+        return skipped(f"exposure logging is off and no {what} were found")
+    return warned(f"no {what} sampled although exposure logging may be on: name the logs in params (logs.exposure)")
+
+
 # --- identifiers and correlation -------------------------------------------------------------------------------------
 
 
 @SECTION.check(
     "privacy.identifiers-declared",
-    item="Decide what identifiers are allowed (user_id / anonymous_id / session_id)",
+    items=("2.allowed-identifiers",),
+    evidence=EvidenceClass.DATA,
     title="Exposure records carry only the identifiers the params allow",
     severity=Severity.MEDIUM,
     remediation="Declare privacy.allowed_identifiers in params and stop clients from sending the others (or drop "
@@ -228,7 +229,8 @@ def identifiers_declared(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.request-id-coverage",
-    item="Confirm exposure/outcome logging design: required IDs + correlation strategy (request_id, item_id, subject)",
+    items=("2.correlation-ids",),
+    evidence=EvidenceClass.DATA,
     title="request_id is present in at least 99% of sampled exposure records",
     severity=Severity.MEDIUM,
     remediation="Send X-Request-Id from the caller (or keep the service-generated one) and log it with every "
@@ -247,7 +249,7 @@ def request_id_coverage(ctx: AuditContext) -> Outcome:
             with_id = sum(1 for r in db_rows if r.get("request_id"))
             rows.append({"source": "exposure_events", "records": len(db_rows), "with_request_id": with_id})
     if not rows:
-        return skipped("no exposure records sampled (logs.exposure empty and no exposure_events rows)")
+        return nothing_sampled(ctx, "exposure records (log files or exposure_events rows)")
     for row in rows:
         row["share"] = round(row["with_request_id"] / row["records"], 4)
     low = [row for row in rows if row["share"] < 0.99]
@@ -263,97 +265,136 @@ def request_id_coverage(ctx: AuditContext) -> Outcome:
 
 
 def exposure_logging_on(ctx: AuditContext) -> bool | None:
-    enabled = ctx.config.flag("EXPOSURE_LOG_ENABLED")
-    path = ctx.config.get("EXPOSURE_LOG_PATH")
-    if ctx.config.get("EXPOSURE_LOG_ENABLED").state in {"set", "hidden"} and enabled is not None:
-        return enabled
-    if path.state == "unknown" or path.state == "hidden":
-        return None
-    return bool(path.value)
+    """Whether the service writes exposure logs (explicit switch, else on when a path is set); None: not visible."""
+    return ctx.config.flag("EXPOSURE_LOG_ENABLED")
 
 
-def salt_problem(value: str, min_length: int) -> str | None:
-    lowered = value.strip().lower()
-    if not lowered:
-        return "empty"
-    if lowered in EXAMPLE_VALUES or any(word in lowered for word in ("example", "changeme", "change-me", "replace")):
-        return "an example value"
-    if len(value) < min_length:
-        return f"shorter than {min_length} characters"
-    if len(set(value)) < 4:
-        return "too few distinct characters"
-    return None
+@dataclass
+class SaltObservation:
+    """How the service hashed the audit's own probe user in a live exposure record."""
+
+    verdict: Status  # FAIL: empty salt; PASS: keyed (with the configured salt if visible); WARN: contradiction;
+    # SKIP: logged raw, which shows nothing about the salt
+    summary: str
+    evidence: dict[str, Any]
+
+
+def observed_subject_hash(ctx: AuditContext, salt: str | None) -> SaltObservation | None:
+    """One live recommend as the audit's probe user, then its exposure record, found by request id in the newest
+    exposure files: the stored subject hash is compared with HMAC-SHA256 keyed with an empty salt, plain SHA-256
+    and (when the config shows it) the configured salt. None when there is no record to look at."""
+    from recsys_audit.checks.s7_rollout import find_exposure
+
+    def observe() -> SaltObservation | None:
+        files, _, _ = collect_log_files(ctx, ctx.params.logs.exposure)
+        if not files:
+            return None
+        tenant = ctx.params.tenants[0]
+        response = accepted(ctx.service.recommend(tenant.id, tenant.surfaces[0], role=serving_role(ctx)))
+        meta = (response.json_or_none() or {}).get("meta") or {}
+        request_id = meta.get("request_id") or response.headers.get("x-request-id")
+        if response.status != 200 or not request_id:
+            return None
+        newest = sorted((f.path for f in files), key=lambda path: path.stat().st_mtime, reverse=True)
+        found = find_exposure(newest, request_id)
+        if found is None:
+            return None
+        path, record = found
+        stored = subject_values(record).get("user_id")
+        evidence: dict[str, Any] = {"request_id": request_id, "exposure_file": path.name, "subject": PROBE_USER}
+        if stored is None:
+            return None
+        forms = unkeyed_hashes(PROBE_USER)
+        matched = next((form for form, digest in forms.items() if digest == stored), None)
+        if stored == PROBE_USER:  # not hashed at all: privacy.subject-ids-hashed judges that; says nothing of the salt
+            return SaltObservation(Status.SKIP, "the probe user was logged unhashed", {**evidence, "stored_as": "raw"})
+        if matched:
+            summary = f"the service hashed the probe user as {matched}: EXPOSURE_HASH_SALT is empty where it runs"
+            return SaltObservation(Status.FAIL, summary, {**evidence, "stored_as": matched})
+        if salt and stored != keyed_hash(salt, PROBE_USER):
+            summary = "the service hashes with a different salt than the config sources show: they are not what runs"
+            return SaltObservation(Status.WARN, summary, {**evidence, "stored_as": "another salt"})
+        keyed = "with the configured salt" if salt else "with a non-empty salt"
+        return SaltObservation(Status.PASS, f"observed: subject ids hashed {keyed}", {**evidence, "stored_as": keyed})
+
+    return ctx.memo("s2:observed-subject-hash", observe)
 
 
 @SECTION.check(
     "privacy.salts",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
-    title="Hash salts and secrets are set when their feature is on, not example values, long enough",
+    items=("2.exposure-hash-salt",),
+    evidence=EvidenceClass.DATA,
+    title="Exposure and experiment salts are set when their feature is on, real (not empty or examples), and distinct",
     severity=Severity.HIGH,
-    remediation="Generate each salt/secret (e.g. 32 random bytes, base64), keep them in a secret store (Helm "
-    "api.existingSecret), use different values per purpose, and rotate them on a schedule.",
-    reference="recsys-http-and-config §4 (production aborts only on empty salts), §7 (hashing)",
+    remediation="Generate each salt (e.g. 32 random bytes, base64), keep it in a secret store (Helm "
+    "api.existingSecret), use a different value per purpose, and rotate it on a schedule; an empty salt leaves "
+    "subject hashes dictionary-reversible.",
+    reference="recsys-http-and-config §4 (production aborts only on empty salts), §7 (HMAC-SHA256 keyed by the salt)",
 )
 def salts(ctx: AuditContext) -> Outcome:
     config = ctx.config
     min_length = ctx.params.policies.min_salt_length
-    experiments = config.flag("EXPERIMENT_ASSIGNMENT_ENABLED")
-    api_keys = config.flag("API_KEY_ENABLED")
     needed = {
         "EXPOSURE_HASH_SALT": exposure_logging_on(ctx),
-        "EXPERIMENT_ASSIGNMENT_SALT": experiments,
-        "API_KEY_HASH_SECRET": api_keys,
+        "EXPERIMENT_ASSIGNMENT_SALT": config.flag("EXPERIMENT_ASSIGNMENT_ENABLED"),
     }
     rows = []
-    statuses = []
+    verdicts: dict[str, tuple[Status, str]] = {}  # variable (or "observed") -> status and problem
     values: dict[str, str] = {}
     for name, feature_on in needed.items():
         setting = config.get(name)
         effective = setting
         if name == "EXPERIMENT_ASSIGNMENT_SALT" and setting.state == "default":
             effective = config.get("EXPOSURE_HASH_SALT")  # upstream falls back to the exposure salt
-        row: dict[str, Any] = {
-            "variable": name,
-            "feature_on": feature_on,
-            "state": effective.state,
-            "source": effective.source,
-            "length": None,
-            "problem": None,
-        }
+        row: dict[str, Any] = {"variable": name, "feature_on": feature_on, "state": effective.state}
+        row.update(source=effective.source, length=None, problem=None)
         if feature_on is False:
             row["problem"] = "feature off: not needed"
             status = Status.PASS
-        elif effective.state in {"hidden", "unknown"}:
-            row["problem"] = "set in a secret, value not visible" if effective.state == "hidden" else "not visible"
-            status = Status.PASS if effective.state == "hidden" else Status.WARN
+        elif effective.value is None:
+            row["problem"] = "kept in a secret the kit cannot read" if effective.state == "hidden" else "not visible"
+            status = Status.WARN
         else:
-            value = effective.value or ""
-            row["length"] = len(value)
-            problem = salt_problem(value, min_length)
-            row["problem"] = problem
-            status = Status.FAIL if problem else Status.PASS
-            if value:
-                values[name] = value
+            row["length"] = len(effective.value)
+            row["problem"] = secret_problem(effective.value, min_length)
+            status = Status.FAIL if row["problem"] else Status.PASS
+            if effective.value:
+                values[name] = effective.value
+        verdicts[name] = (status, f"{name} {row['problem']}")
         rows.append(row)
-        statuses.append(status)
-    shared = [a for a in values for b in values if a < b and values[a] == values[b]]
+    evidence: dict[str, Any] = {"min_length": min_length, "salts": rows}
+    observed = None
+    if needed["EXPOSURE_HASH_SALT"] is not False:
+        observed = observed_subject_hash(ctx, config.value("EXPOSURE_HASH_SALT"))
+        evidence["observed"] = observed.evidence if observed else "no exposure record of a live request to look at"
+    if observed is not None and observed.verdict == Status.PASS and verdicts["EXPOSURE_HASH_SALT"][0] == Status.WARN:
+        verdicts["EXPOSURE_HASH_SALT"] = (Status.PASS, "")  # the stored hash shows the invisible salt is set
+    elif observed is not None and observed.verdict in {Status.FAIL, Status.WARN}:
+        verdicts["observed"] = (observed.verdict, observed.summary)
+    api_key_secret = config.value("API_KEY_HASH_SECRET")
+    if api_key_secret and config.flag("API_KEY_ENABLED"):
+        values["API_KEY_HASH_SECRET"] = api_key_secret
     if "EXPERIMENT_ASSIGNMENT_SALT" in values and config.get("EXPERIMENT_ASSIGNMENT_SALT").state == "default":
-        shared = [s for s in shared if s != "EXPERIMENT_ASSIGNMENT_SALT"]
-    evidence = {"min_length": min_length, "salts": rows}
-    status = worst(*statuses)
-    bad = [f"{r['variable']} {r['problem']}" for r, s in zip(rows, statuses, strict=True) if s == Status.FAIL]
+        values.pop("EXPERIMENT_ASSIGNMENT_SALT")  # the documented fallback, not a second use of one value
+    shared = sorted({a for a in values for b in values if a != b and values[a] == values[b]})
+    status = worst(*(s for s, _ in verdicts.values()))
+    problems = "; ".join(text for s, text in verdicts.values() if s in {Status.FAIL, Status.WARN})
     if status == Status.FAIL:
-        return failed("; ".join(bad), **evidence)
+        return failed(problems, **evidence)
     if status == Status.WARN:
-        return warned("some salts are not visible in the config sources", **evidence)
+        return warned(problems, **evidence)
     if shared:
         return warned(f"the same value serves several purposes ({', '.join(shared)})", **evidence)
-    return passed("every needed salt/secret is set, non-example and long enough", **evidence)
+    how = "observed in a live exposure record" if observed and observed.verdict == Status.PASS else "config"
+    return passed(f"every needed salt is set, non-example, long enough and distinct ({how})", **evidence)
 
 
 @SECTION.check(
     "privacy.salt-rotation-attested",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
+    items=("2.exposure-hash-salt",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: the service keeps no record of when a salt changed; only an attestation dates the "
+    "last rotation",
     title="Salt rotation is scheduled and its last date attested",
     severity=Severity.LOW,
     remediation="Record the salt rotation procedure and the last rotation date; attest it in params "
@@ -361,7 +402,8 @@ def salts(ctx: AuditContext) -> Outcome:
     reference=EXPOSURE_REF,
 )
 def salt_rotation_attested(ctx: AuditContext) -> Outcome:
-    return manual("a reviewer attests the last rotation date of EXPOSURE_HASH_SALT / EXPERIMENT_ASSIGNMENT_SALT")
+    summary = "a reviewer attests the last rotation date of EXPOSURE_HASH_SALT / EXPERIMENT_ASSIGNMENT_SALT"
+    return awaiting_attestation(ctx, "privacy.salt-rotation-attested", summary)
 
 
 # --- hashing and PII ------------------------------------------------------------------------------------------------
@@ -369,7 +411,8 @@ def salt_rotation_attested(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.subject-ids-hashed",
-    item="If using exposure hashing, set and rotate EXPOSURE_HASH_SALT as a secret",
+    items=("2.exposure-hash-salt", "2.allowed-identifiers"),
+    evidence=EvidenceClass.DATA,
     title="Subject ids in exposure logs and event tables look like HMAC-SHA256 hex, not raw ids",
     severity=Severity.CRITICAL,
     remediation="Log only HMAC-SHA256(EXPOSURE_HASH_SALT, id) for user/anonymous/session ids (service_v1 "
@@ -406,7 +449,7 @@ def subject_ids_hashed(ctx: AuditContext) -> Outcome:
                 rows.append({"source": table, "subject_ids": db_checked, "not_hashed": db_raw})
     evidence = {"samples": rows, "examples": examples}
     if not rows:
-        return skipped("no subject ids in the sampled exposure records or event rows")
+        return nothing_sampled(ctx, "subject ids (exposure log files or event rows)")
     unhashed = [r for r in rows if r["not_hashed"]]
     if unhashed:
         listed = ", ".join(f"{r['not_hashed']}/{r['subject_ids']} in {r['source']}" for r in unhashed)
@@ -416,7 +459,8 @@ def subject_ids_hashed(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.pii-scan",
-    item="Document your PII stance (what fields are considered PII in your org)",
+    items=("2.pii-stance",),
+    evidence=EvidenceClass.DATA,
     title="A bounded sample of exposure logs and event rows holds no emails, phone numbers, IPs or declared PII",
     severity=Severity.HIGH,
     remediation="Keep PII out of request fields that are logged (context, item ids, meta); hash subject ids; purge "
@@ -447,7 +491,7 @@ def pii_scan(ctx: AuditContext) -> Outcome:
         rows.append({"source": source, "scanned": len(texts), **counts})
     evidence = {"patterns": sorted(patterns), "samples": rows, "examples": examples}
     if not rows:
-        return skipped("nothing to scan: no exposure log lines or event rows sampled")
+        return nothing_sampled(ctx, "exposure log lines or event rows")
     hits = sum(row[name] for row in rows for name in patterns)
     if hits:
         return failed(f"{hits} PII match(es) in the sample", **evidence)
@@ -459,7 +503,8 @@ def pii_scan(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.exposure-retention",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Exposure retention is configured within policy and nothing older is kept",
     severity=Severity.MEDIUM,
     remediation="Log to a directory (daily files, pruned) with EXPOSURE_LOG_RETENTION_DAYS ≤ the policy, and drop "
@@ -492,9 +537,15 @@ def exposure_retention(ctx: AuditContext) -> Outcome:
         if age > policy + 1:
             statuses.append(Status.FAIL)
             problems.append(f"exposure file from {min(days)} is {age} days old")
+    if days and max(days) > today + dt.timedelta(days=1):
+        statuses.append(Status.WARN)
+        problems.append(f"exposure file dated {max(days)}, in the future: file dates cannot be trusted")
     if any(f.day is None for f in sample.files) and not sample.directories:
         statuses.append(Status.WARN)
         problems.append("exposure log is a single file: the service never prunes it")
+    if not sample.files and exposure_logging_on(ctx) is not False:
+        statuses.append(Status.WARN)
+        problems.append("no exposure log files inspected (logs.exposure): what is kept is not known")
     if ctx.params.database.dsn:
         for table in EVENT_TABLES:
             if not ctx.db.table_exists(table):
@@ -518,66 +569,8 @@ def exposure_retention(ctx: AuditContext) -> Outcome:
         return failed("; ".join(problems), **evidence)
     if status == Status.WARN:
         return warned("; ".join(problems), **evidence)
-    return passed(f"retention {retention} d ≤ policy {policy} d; nothing older kept", **evidence)
-
-
-PARTITIONS_SQL = """
-SELECT child.relname AS partition, pg_get_expr(child.relpartbound, child.oid) AS bound,
-       pg_get_expr(child.relpartbound, child.oid) = 'DEFAULT' AS is_default
-FROM pg_inherits i
-JOIN pg_class parent ON parent.oid = i.inhparent
-JOIN pg_class child ON child.oid = i.inhrelid
-WHERE parent.relname = %s AND parent.relnamespace = 'public'::regnamespace
-ORDER BY child.relname
-"""
-
-
-@SECTION.check(
-    "privacy.default-partition-rows",
-    item="Confirm exposure/outcome logging design: retention policy",
-    title="Event rows land in monthly partitions, not the default partition",
-    severity=Severity.MEDIUM,
-    remediation="Create monthly partitions ahead of time (SELECT ensure_monthly_partitions('exposure_events', "
-    "date_trunc('month', now())::date, 3) from a scheduled job); move rows out of *_default before creating the "
-    "partition of a month that already has rows there; retention then drops whole partitions.",
-    reference="recsys-data-and-ops §1.4 (only DEFAULT partitions are created)",
-)
-def default_partition_rows(ctx: AuditContext) -> Outcome:
-    rows = []
-    statuses = []
-    month = dt.datetime.now(dt.UTC).strftime("%Y_%m")
-    for table in EVENT_TABLES:
-        if not ctx.db.table_exists(table):
-            continue
-        partitions = ctx.db.query(PARTITIONS_SQL, (table,))
-        default = next((p["partition"] for p in partitions if p["is_default"]), None)
-        has_rows = (
-            bool(ctx.db.scalar(f'SELECT EXISTS (SELECT 1 FROM ONLY public."{default}" LIMIT 1)')) if default else False
-        )
-        monthly = [p["partition"] for p in partitions if not p["is_default"]]
-        current = any(name.endswith(month) for name in monthly)
-        status = Status.FAIL if has_rows else Status.WARN if not current else Status.PASS
-        statuses.append(status)
-        rows.append(
-            {
-                "table": table,
-                "default_partition": default,
-                "default_has_rows": has_rows,
-                "monthly_partitions": len(monthly),
-                f"has_{month}": current,
-                "status": str(status),
-            }
-        )
-    if not rows:
-        return skipped("no event tables in the database")
-    evidence = {"sql": " ".join(PARTITIONS_SQL.split()), "tables": rows}
-    status = worst(*statuses)
-    if status == Status.FAIL:
-        piling = [r["table"] for r in rows if r["default_has_rows"]]
-        return failed(f"rows pile into the default partition of {', '.join(piling)}", **evidence)
-    if status == Status.WARN:
-        return warned(f"no partition for the current month ({month}) on some event tables", **evidence)
-    return passed("event tables have current monthly partitions and an empty default partition", **evidence)
+    configured_text = f"retention {retention} d ≤ policy {policy} d" if retention else f"policy {policy} d"
+    return passed(f"{configured_text}; nothing older kept", **evidence)
 
 
 # --- access control --------------------------------------------------------------------------------------------------
@@ -598,7 +591,8 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s) AND a.gran
 
 @SECTION.check(
     "privacy.event-table-access",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Only the allowed roles can read exposure, interaction and audit tables",
     severity=Severity.HIGH,
     remediation="REVOKE SELECT on exposure_events, interaction_events and audit_log from every role not listed in "
@@ -656,7 +650,8 @@ def event_table_access(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.log-file-permissions",
-    item="Confirm exposure/outcome logging design: retention policy and access control",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Exposure and audit log files are private to the service (files 0600, directories 0700)",
     severity=Severity.MEDIUM,
     remediation="chmod 0600 the log files and 0700 their directories (the service creates them so); keep the log "
@@ -666,7 +661,9 @@ def event_table_access(ctx: AuditContext) -> Outcome:
 def log_file_permissions(ctx: AuditContext) -> Outcome:
     entries = [*ctx.params.logs.exposure, *ctx.params.logs.audit]
     if not entries:
-        return skipped("no log paths in params (logs.exposure, logs.audit)")
+        if exposure_logging_on(ctx) is False and ctx.config.flag("AUDIT_LOG_ENABLED") is False:
+            return skipped("exposure and audit file logs are off")
+        return warned("no log paths in params (logs.exposure, logs.audit): their permissions were not inspected")
     files, directories, missing = collect_log_files(ctx, entries)
     # a log file the service has not written yet (e.g. no admin write so far) is not a finding; a missing folder is
     not_created = [path for path in missing if Path(path).parent.is_dir()]
@@ -696,7 +693,10 @@ def log_file_permissions(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "privacy.pii-stance-documented",
-    item="Document your PII stance (what fields are considered PII in your org)",
+    items=("2.pii-stance",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: which fields count as PII is an organisational decision; the logs themselves are "
+    "scanned by privacy.pii-scan",
     title="The PII stance is documented",
     severity=Severity.LOW,
     remediation="Write down which request fields are PII, which may be logged and how (hashed, dropped), link it and "
@@ -704,7 +704,9 @@ def log_file_permissions(ctx: AuditContext) -> Outcome:
     reference="production-readiness checklist §2",
 )
 def pii_stance_documented(ctx: AuditContext) -> Outcome:
-    return manual(
+    return awaiting_attestation(
+        ctx,
+        "privacy.pii-stance-documented",
         "a reviewer attests the documented PII stance (link + date)",
         declared_patterns=sorted(ctx.params.privacy.pii_patterns),
     )

@@ -15,6 +15,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
@@ -103,7 +104,8 @@ def expected_migrations(directory: Path) -> dict[int, tuple[str, str]]:
 
 @SECTION.check(
     "db.migrations-succeeded",
-    item=MIGRATION_ITEM,
+    items=("4.migrations-safe",),
+    evidence=EvidenceClass.DATA,
     title="No failed migration is recorded in schema_migrations",
     severity=Severity.HIGH,
     remediation="Investigate the failed version, fix it forward (or run its down migration), then re-run the "
@@ -126,7 +128,8 @@ def migrations_succeeded(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.migrations-current",
-    item=MIGRATION_ITEM,
+    items=("4.migrations-safe",),
+    evidence=EvidenceClass.DATA,
     title="Applied migrations equal the expected set; nothing is pending or drifted",
     severity=Severity.HIGH,
     remediation="Run the migration job for the release (migrate up), or correct migrations.expected_latest / "
@@ -184,7 +187,8 @@ def migrations_current(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.migrate-on-start-off",
-    item=JOB_ITEM,
+    items=("4.migration-job",),
+    evidence=EvidenceClass.CONFIG,
     title="MIGRATE_ON_START is off and an explicit migration job runs the migrations",
     severity=Severity.MEDIUM,
     remediation="Set MIGRATE_ON_START=false and run migrations from a dedicated job (CI/CD step or a Kubernetes Job "
@@ -209,7 +213,10 @@ def migrate_on_start_off(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.migration-preflight-ci",
-    item="Confirm migrations are applied safely: preflight checks in CI",
+    items=("4.migration-preflight-ci",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: a CI pipeline cannot be probed from the audited environment; only an attestation "
+    "shows it",
     title="Migration preflight runs in CI",
     severity=Severity.MEDIUM,
     remediation="Run the migrate preflight (failed rows, checksum drift) in CI against a copy of production; note "
@@ -245,7 +252,8 @@ def _external_backup(ctx: AuditContext, max_age_h: int) -> tuple[Status, str] | 
 
 @SECTION.check(
     "db.backups",
-    item=BACKUP_ITEM,
+    items=("4.backups-restore",),
+    evidence=EvidenceClass.DATA,
     title="Continuous backups: WAL archiving works (or an external backup tool is recent)",
     severity=Severity.CRITICAL,
     remediation="Enable WAL archiving (archive_mode=on with a tested archive_command/archive_library, e.g. "
@@ -289,7 +297,8 @@ def backups(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.restore-tested",
-    item=BACKUP_ITEM,
+    items=("4.backups-restore",),
+    evidence=EvidenceClass.DATA,
     title="A restore has been tested: drill restores a faithful copy, measuring the restore time",
     severity=Severity.HIGH,
     remediation="Enable restore_drill with a scratch database (non-production targets), or attest the last restore "
@@ -335,7 +344,8 @@ def restore_tested(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.schema-rollback-documented",
-    item=ROLLBACK_ITEM,
+    items=("4.schema-rollback",),
+    evidence=EvidenceClass.DATA,
     title="Schema rollback strategy is documented and down migrations exist",
     severity=Severity.MEDIUM,
     remediation="Document how a schema change is rolled back (down migration, forward fix, restore) and keep a "
@@ -373,7 +383,8 @@ def tenant_table_security(ctx: AuditContext) -> list[dict[str, Any]]:
 
 @SECTION.check(
     "db.rls-tenant-tables",
-    item=ISOLATION_ITEM,
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Row-level security is enabled, forced and has policies on every tenant table",
     severity=Severity.HIGH,
     remediation="ALTER TABLE … ENABLE ROW LEVEL SECURITY and FORCE ROW LEVEL SECURITY on each tenant table with a "
@@ -421,7 +432,8 @@ ROLE_SQL = (
 
 @SECTION.check(
     "db.service-role-privileges",
-    item=ISOLATION_ITEM,
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="The service role is not a superuser, cannot bypass RLS and does not own the tenant tables",
     severity=Severity.HIGH,
     remediation="Create a dedicated LOGIN role with only SELECT/INSERT/UPDATE/DELETE grants; let a separate owner "
@@ -476,7 +488,8 @@ SESSION_TLS_SQL = (
 
 @SECTION.check(
     "db.connection-tls",
-    item=ISOLATION_ITEM,
+    items=("4.backups-restore",),
+    evidence=EvidenceClass.DATA,
     title="Database connections use TLS",
     severity=Severity.HIGH,
     remediation="Enable ssl on the server and put sslmode=verify-full (at least require) in DATABASE_URL; the "
@@ -520,7 +533,8 @@ def connection_tls(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.server-version",
-    item=ISOLATION_ITEM,
+    items=("4.backups-restore",),
+    evidence=EvidenceClass.DATA,
     title="PostgreSQL major version is supported by the community",
     severity=Severity.MEDIUM,
     remediation="Plan a major-version upgrade before the end-of-life date (pg_upgrade or logical replication).",
@@ -550,7 +564,8 @@ HEADROOM_SQL = (
 
 @SECTION.check(
     "db.connection-headroom",
-    item=ISOLATION_ITEM,
+    items=("4.backups-restore",),
+    evidence=EvidenceClass.DATA,
     title="Connection headroom: client backends well below max_connections",
     severity=Severity.MEDIUM,
     remediation="Put a pooler (PgBouncer) in front, size the service's pool per replica, or raise max_connections.",
@@ -580,7 +595,8 @@ HIDDEN_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client
 
 @SECTION.check(
     "db.long-transactions",
-    item=ISOLATION_ITEM,
+    items=("4.migrations-safe",),
+    evidence=EvidenceClass.DATA,
     title="No long-running transactions (they hold back vacuum and locks)",
     severity=Severity.LOW,
     remediation="Find the session (pid, application) and end it; set idle_in_transaction_session_timeout and a "
@@ -648,7 +664,8 @@ def _covers(partitions: list[dict[str, Any]], moment: dt.datetime) -> str | None
 
 @SECTION.check(
     "db.event-partitions-ahead",
-    item="Ensure Postgres is provisioned safely: event partitions exist ahead of time",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="Event tables have partitions for the current and the next month",
     severity=Severity.MEDIUM,
     remediation="Schedule ensure_monthly_partitions('<table>', date_trunc('month', now()), 2) monthly (pg_cron or a "
@@ -677,7 +694,8 @@ def event_partitions_ahead(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "db.default-partition-empty",
-    item="Ensure Postgres is provisioned safely: no rows in default partitions",
+    items=("2.retention-access",),
+    evidence=EvidenceClass.DATA,
     title="No event rows in the default partitions",
     severity=Severity.MEDIUM,
     remediation="Create the monthly partitions, then move the rows out of <table>_default (detach default, create "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.checks.common import artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
@@ -54,7 +55,8 @@ def job_selector(ctx: AuditContext, extra: str = "") -> str:
 
 @SECTION.check(
     "obs.health-endpoints",
-    item="Liveness/readiness probes are wired: /healthz (liveness), /readyz (readiness)",
+    items=("5.healthz-liveness",),
+    evidence=EvidenceClass.LIVE,
     title="/healthz and /readyz answer 200",
     severity=Severity.HIGH,
     remediation="Fix what the failing probe reports (readiness = basic + database ping); see the service-not-ready "
@@ -76,7 +78,8 @@ def health_endpoints(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "obs.detailed-health-private",
-    item="/health/detailed (debugging)",
+    items=("5.health-detailed",),
+    evidence=EvidenceClass.LIVE,
     title="/health/detailed is not reachable without auth from the auditor's network",
     severity=Severity.MEDIUM,
     remediation="Block /health/detailed at the ingress or load balancer (the service mounts it without auth); "
@@ -106,7 +109,8 @@ def _probe_path(probe: Any) -> str | None:
 
 @SECTION.check(
     "obs.liveness-route",
-    item="Liveness/readiness probes are wired: /healthz (liveness)",
+    items=("5.healthz-liveness",),
+    evidence=EvidenceClass.CONFIG,
     title="The liveness probe does not depend on the database",
     severity=Severity.MEDIUM,
     remediation="Point the livenessProbe at /livez (basic check only); keep /readyz for readiness. Upstream /healthz "
@@ -140,7 +144,8 @@ def _ttl_positive(ctx: AuditContext, name: str) -> bool | None:
 
 @SECTION.check(
     "obs.metrics-series",
-    item="Metrics are scraped and dashboards exist for: request rate, error rate, latency, empty-recs rate, cache",
+    items=("5.rate-errors-latency", "5.empty-recs-rate", "5.cache-hit-miss"),
+    evidence=EvidenceClass.LIVE,
     title="/metrics exposes the series the dashboards and alerts need",
     severity=Severity.HIGH,
     remediation="Expose /metrics from the running build (recsys registers these series on the default registry); "
@@ -224,7 +229,8 @@ def _service_targets(ctx: AuditContext) -> list[dict[str, Any]]:
 
 @SECTION.check(
     "obs.prometheus-target-up",
-    item="Metrics are scraped",
+    items=("5.metrics-dashboards",),
+    evidence=EvidenceClass.LIVE,
     title="Prometheus scrapes the service and the target is up",
     severity=Severity.HIGH,
     remediation="Add a scrape job for <service>:8000/metrics (or a ServiceMonitor; the chart ships none) and fix the "
@@ -293,8 +299,8 @@ def golden_signal_queries(ctx: AuditContext, window: str | None = "5m") -> dict[
 
 @SECTION.check(
     "obs.golden-signals",
-    item="Metrics are scraped and dashboards exist for: request rate, error rate, latency (p50/p95/p99), empty-recs "
-    "rate, cache hit/miss",
+    items=("5.rate-errors-latency", "5.empty-recs-rate", "5.cache-hit-miss"),
+    evidence=EvidenceClass.LIVE,
     title="Current request rate, error ratio, latency percentiles, empty-recs rate and cache hit ratio",
     severity=Severity.MEDIUM,
     remediation="Investigate the signal over its threshold (error ratio vs policies.error_ratio_max, p95 vs "
@@ -397,7 +403,8 @@ def load_alert_rules(ctx: AuditContext) -> list[AlertRule]:
 
 @SECTION.check(
     "obs.alert-coverage",
-    item="Metrics are scraped and dashboards exist (alerting on the same signals)",
+    items=("5.metrics-dashboards", "3.freshness-slo-alerting"),
+    evidence=EvidenceClass.CONFIG,
     title="Alerts cover errors, empty recs, p95 latency, manifests, target down, readiness and backpressure",
     severity=Severity.HIGH,
     remediation="Add the missing alerts: the upstream set (error rate, empty recs, p95, stale manifest, artifact "
@@ -424,7 +431,8 @@ def alert_coverage(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "obs.alert-semantics",
-    item="Metrics are scraped and dashboards exist (alerts measure what they claim)",
+    items=("5.metrics-dashboards",),
+    evidence=EvidenceClass.CONFIG,
     title="Each alert measures what its name promises",
     severity=Severity.MEDIUM,
     remediation='Count only server outcomes as errors (outcome=~"overload|artifact_incompatible|internal_error"), '
@@ -453,7 +461,8 @@ def alert_semantics(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "obs.alert-rules-valid",
-    item="Metrics are scraped and dashboards exist (alert rules load)",
+    items=("5.metrics-dashboards",),
+    evidence=EvidenceClass.CONFIG,
     title="Alert rules pass promtool check rules",
     severity=Severity.MEDIUM,
     remediation="Fix the errors promtool reports (run `promtool check rules <file>` in CI before deploying rules).",
@@ -504,7 +513,8 @@ def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 @SECTION.check(
     "obs.dashboard-panels",
-    item="Metrics are scraped and dashboards exist for: rate, errors, p50/p95/p99, empty recs, cache",
+    items=("5.rate-errors-latency", "5.empty-recs-rate", "5.cache-hit-miss"),
+    evidence=EvidenceClass.CONFIG,
     title="The Grafana dashboard has panels for rate, errors, p50/p95/p99, empty recs and cache",
     severity=Severity.MEDIUM,
     remediation="Add the missing panels to the dashboard (the upstream one has no error, p50/p99 or cache panels) and "
@@ -537,7 +547,8 @@ def dashboard_coverage(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "obs.logs-no-secrets",
-    item="Tracing/logging is configured per your standards (and does not leak secrets)",
+    items=("5.tracing-logging",),
+    evidence=EvidenceClass.DATA,
     title="Service logs hold no bearer tokens, API keys, salts or DSN passwords",
     severity=Severity.HIGH,
     remediation="Stop logging the offending fields (Authorization / X-API-Key headers, env dumps, DSNs), rotate every "
@@ -580,10 +591,13 @@ def _runbook(ctx: AuditContext, check_id: str, name: str) -> Outcome:
     return awaiting_attestation(ctx, check_id, summary, runbook=name)
 
 
-def _runbook_check(check_id: str, name: str, doc: str, artifact_only: bool = False) -> None:
+def _runbook_check(check_id: str, name: str, doc: str, items: tuple[str, ...], artifact_only: bool = False) -> None:
     @SECTION.check(
         check_id,
-        item=f"Runbooks exist and have been exercised at least once: {name}",
+        items=items,
+        evidence=EvidenceClass.ATTESTED,
+        cannot_fail="manual by design: that a runbook exists and was drilled is shown only by an attestation (its "
+        "read-only steps run in runbook.diagnostics)",
         title=f"Runbook '{name}' exists and was exercised recently",
         severity=Severity.MEDIUM,
         remediation=f"Write or update the runbook ({doc}), run a drill, and add an attestation for {check_id} "
@@ -596,15 +610,29 @@ def _runbook_check(check_id: str, name: str, doc: str, artifact_only: bool = Fal
         return _runbook(ctx, check_id, name)
 
 
-_runbook_check("runbook.service-not-ready", "Service not ready", "service-not-ready.md")
-_runbook_check("runbook.empty-recs", "Empty recs", "empty-recommendations.md")
-_runbook_check("runbook.rollback-config-rules", "Roll back config/rules", "rollback-config-rules.md")
-_runbook_check("runbook.stale-manifest", "Stale manifest", "stale-artifact-manifest.md", artifact_only=True)
+_runbook_check(
+    "runbook.service-not-ready", "Service not ready", "service-not-ready.md", ("5.runbook-service-not-ready",)
+)
+_runbook_check("runbook.empty-recs", "Empty recs", "empty-recommendations.md", ("5.runbook-empty-recs",))
+_runbook_check(
+    "runbook.rollback-config-rules",
+    "Roll back config/rules",
+    "rollback-config-rules.md",
+    ("5.runbook-rollback-config-rules", "7.config-rules-procedure"),
+)
+_runbook_check(
+    "runbook.stale-manifest",
+    "Stale manifest",
+    "stale-artifact-manifest.md",
+    ("5.runbooks", "3.freshness-slo-alerting"),
+    artifact_only=True,
+)
 
 
 @SECTION.check(
     "runbook.diagnostics",
-    item="Runbooks exist and have been exercised at least once (their read-only diagnostic steps)",
+    items=("5.runbook-service-not-ready", "5.runbook-empty-recs"),
+    evidence=EvidenceClass.LIVE,
     title="The runbooks' read-only diagnostic steps run cleanly",
     severity=Severity.MEDIUM,
     remediation="Follow the runbook the evidence names: service-not-ready for failing health routes, "

@@ -7,6 +7,8 @@ import ipaddress
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, failed, passed, skipped, warned
 from recsys_audit.probes import ProbeError
@@ -14,6 +16,7 @@ from recsys_audit.probes.config import parse_duration
 from recsys_audit.probes.loadtest import LoadTestReport, LoadTestRun, read_report, recommend_sender, run_load_test
 
 SECTION = Section(6, "Performance and capacity", notebook="06_performance")
+register_config_rules(SECTION)  # backpressure limits, cache TTLs
 
 HTTP_REF = "recsys-http-and-config"
 OPS_REF = "recsys-data-and-ops"
@@ -65,7 +68,8 @@ def _report_summary(report: LoadTestReport) -> dict[str, Any]:
 
 @SECTION.check(
     "perf.load-report-present",
-    item="Run a load test against production-like data and record results",
+    items=("6.load-test",),
+    evidence=EvidenceClass.DATA,
     title="A recent load-test report is recorded",
     severity=Severity.HIGH,
     remediation="Run the loadtest tool (scripts/loadtest.sh with REPORT_JSON) against production-like data and name "
@@ -86,7 +90,8 @@ def load_report_present(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "perf.load-report-sample-size",
-    item="Run a load test against production-like data and record results (enough requests for its percentiles)",
+    items=("6.load-test",),
+    evidence=EvidenceClass.DATA,
     title=f"The load test sent enough requests for p99 (at least {MIN_REQUESTS_FOR_P99})",
     severity=Severity.MEDIUM,
     remediation=f"Re-run the load test with REQUESTS>={MIN_REQUESTS_FOR_P99} (and a user cardinality that avoids "
@@ -111,7 +116,8 @@ def load_report_sample_size(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "perf.load-report-errors",
-    item="Run a load test against production-like data and record results (errors within budget)",
+    items=("6.load-test",),
+    evidence=EvidenceClass.DATA,
     title="Errors, 429s and 503s in the load test stay within the error budget",
     severity=Severity.HIGH,
     remediation="Find what rejected the load: 429 = IP/tenant rate limiter (TRUSTED_PROXIES, TENANT_RATE_LIMIT_*), "
@@ -146,7 +152,8 @@ def _judge_errors(report: LoadTestReport, budget: float) -> Outcome:
 
 @SECTION.check(
     "perf.load-report-latency",
-    item="Run a load test against production-like data and record results (p95 within the SLO)",
+    items=("6.load-test",),
+    evidence=EvidenceClass.DATA,
     title="Load-test p95 latency is within the SLO",
     severity=Severity.HIGH,
     remediation="Profile the slow path (signals queries, artifact fetches), size caches and replicas, and re-run "
@@ -185,7 +192,8 @@ def live_load_test(ctx: AuditContext) -> LoadTestRun:
 
 @SECTION.check(
     "perf.live-load-test",
-    item="Run a load test against production-like data and record results (bounded live run)",
+    items=("6.load-test",),
+    evidence=EvidenceClass.LIVE,
     title="Bounded live load test: p95 within the SLO, errors within budget",
     severity=Severity.MEDIUM,
     remediation="See perf.load-report-errors and perf.load-report-latency; the live report is in the run directory.",
@@ -258,7 +266,8 @@ def plot_live_latency(audit: Any) -> None:
 
 @SECTION.check(
     "perf.backpressure-provoked",
-    item="Configure caching and backpressure based on observed behavior (overload answer)",
+    items=("6.backpressure-limits",),
+    evidence=EvidenceClass.LIVE,
     title="Under overload the service sheds load with 503 RECSYS_OVERLOADED and Retry-After",
     severity=Severity.MEDIUM,
     remediation="Turn backpressure on (RECSYS_BACKPRESSURE_MAX_INFLIGHT/MAX_QUEUE > 0) with "
@@ -303,65 +312,9 @@ def backpressure_provoked(ctx: AuditContext) -> Outcome:
 
 
 @SECTION.check(
-    "perf.backpressure-config",
-    item="Configure caching and backpressure: RECSYS_BACKPRESSURE_MAX_INFLIGHT, RECSYS_BACKPRESSURE_MAX_QUEUE",
-    title="Backpressure is on (MAX_INFLIGHT and MAX_QUEUE > 0)",
-    severity=Severity.HIGH,
-    remediation="Set RECSYS_BACKPRESSURE_MAX_INFLIGHT and RECSYS_BACKPRESSURE_MAX_QUEUE > 0 (upstream default 0 = "
-    "off; the production example uses 200 / 1000 / 200ms), sized from the load test.",
-    reference=f"{HTTP_REF} §4, §6 (backpressure off by default)",
-)
-def backpressure_config(ctx: AuditContext) -> Outcome:
-    names = [
-        "RECSYS_BACKPRESSURE_MAX_INFLIGHT",
-        "RECSYS_BACKPRESSURE_MAX_QUEUE",
-        "RECSYS_BACKPRESSURE_WAIT_TIMEOUT",
-        "RECSYS_BACKPRESSURE_RETRY_AFTER",
-    ]
-    evidence = {"config": ctx.config.rows(names)}
-    values = {name: _int(ctx.config.value(name)) for name in names[:2]}
-    if any(v is None for v in values.values()):
-        unknown = [n for n, v in values.items() if v is None]
-        return warned(f"not visible or not an integer: {', '.join(unknown)}", **evidence)
-    off = [f"{n}={v}" for n, v in values.items() if v is not None and v <= 0]
-    if off:
-        return failed(f"backpressure is off: {', '.join(off)}", **evidence)
-    return passed(f"backpressure on: inflight {values[names[0]]}, queue {values[names[1]]}", **evidence)
-
-
-@SECTION.check(
-    "perf.cache-ttls",
-    item="Configure caching: RECSYS_CONFIG_CACHE_TTL, RECSYS_RULES_CACHE_TTL",
-    title="Config and rules caches are on (TTL > 0)",
-    severity=Severity.MEDIUM,
-    remediation="Set RECSYS_CONFIG_CACHE_TTL and RECSYS_RULES_CACHE_TTL > 0 (default 5m); a TTL <= 0 sends every "
-    "request to the database and removes the cache metrics.",
-    reference=f"{HTTP_REF} §4, §6 (caches)",
-)
-def cache_ttls(ctx: AuditContext) -> Outcome:
-    names = ["RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"]
-    evidence = {"config": ctx.config.rows(names)}
-    problems = []
-    for name in names:
-        value = ctx.config.value(name)
-        if value is None:
-            problems.append(f"{name} not visible")
-            continue
-        try:
-            if go_duration_s(value) <= 0:
-                problems.append(f"{name}={value} disables the cache")
-        except ValueError:
-            return failed(f"{name}={value!r} is not a Go duration: the service refuses to start", **evidence)
-    if any("disables" in p for p in problems):
-        return failed("; ".join(problems), **evidence)
-    if problems:
-        return warned("; ".join(problems), **evidence)
-    return passed("config and rules caches on", **evidence)
-
-
-@SECTION.check(
     "perf.tenant-rate-limit",
-    item="Configure caching and backpressure based on observed behavior (rate limits sized for the load)",
+    items=("6.caching-backpressure",),
+    evidence=EvidenceClass.CONFIG,
     title="The tenant rate limit is on and sized for the tested load",
     severity=Severity.MEDIUM,
     remediation="Keep TENANT_RATE_LIMIT_ENABLED=true and size TENANT_RATE_LIMIT_CAPACITY/REFILL_RATE (per tenant and "
@@ -399,7 +352,8 @@ def _proxy_entry_problem(entry: str) -> str | None:
 
 @SECTION.check(
     "perf.trusted-proxies",
-    item="Configure caching and backpressure based on observed behavior (client identity behind a proxy)",
+    items=("6.caching-backpressure",),
+    evidence=EvidenceClass.CONFIG,
     title="TRUSTED_PROXIES is set and valid when the service sits behind a proxy",
     severity=Severity.MEDIUM,
     remediation="Set TRUSTED_PROXIES to the load balancer's IPs/CIDRs: without it every client shares the LB's "
@@ -427,7 +381,8 @@ def trusted_proxies(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "perf.pprof-off",
-    item="Decide if and how you will enable profiling endpoints (keep PPROF_ENABLED=false by default)",
+    items=("6.profiling-endpoints",),
+    evidence=EvidenceClass.LIVE,
     title="pprof is off and /debug/pprof/ is not reachable",
     severity=Severity.HIGH,
     remediation="Set PPROF_ENABLED=false; profile through a port-forward to a dedicated replica when needed.",

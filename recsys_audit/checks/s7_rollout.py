@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
+from recsys_audit.checklist import EvidenceClass
 from recsys_audit.checks.common import artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
+from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
@@ -15,6 +17,7 @@ from recsys_audit.probes.config import parse_duration
 from recsys_audit.probes.service import ProbeResponse
 
 SECTION = Section(7, "Safe rollout and rollback", notebook="07_rollout_rollback")
+register_config_rules(SECTION)  # file audit log
 
 HTTP_REF = "recsys-http-and-config"
 OPS_REF = "recsys-data-and-ops"
@@ -50,7 +53,8 @@ def _request_id(response: ProbeResponse) -> str | None:
 
 @SECTION.check(
     "rollout.response-versions",
-    item='Confirm you can answer: "Which config/rules/algo version served this request?" (meta versions)',
+    items=("7.meta-versions",),
+    evidence=EvidenceClass.LIVE,
     title="Responses carry config, rules and algo versions and a request id; no placeholder versions",
     severity=Severity.HIGH,
     remediation="Store tenant config and rules through the admin API (versions come from their ETags) and set "
@@ -87,7 +91,8 @@ def response_versions(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "rollout.config-etag-matches",
-    item="Define ship and rollback procedures for config and rules (admin API ETag = served version)",
+    items=("7.config-rules-procedure", "7.version-served"),
+    evidence=EvidenceClass.LIVE,
     title="Admin config/rules ETags equal the versions the service serves",
     severity=Severity.MEDIUM,
     remediation="A mismatch means replicas serve a cached older document: invalidate config/rules on every replica "
@@ -147,7 +152,8 @@ FROM (SELECT actor_sub, occurred_at FROM audit_log
 
 @SECTION.check(
     "rollout.audit-log-db",
-    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
+    items=("7.config-rules-procedure",),
+    evidence=EvidenceClass.DATA,
     title="audit_log records config and rules updates with their actors",
     severity=Severity.MEDIUM,
     remediation="Change config and rules only through the admin API with an authenticated subject (the service skips "
@@ -182,7 +188,8 @@ def audit_log_db(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "rollout.audit-route",
-    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
+    items=("7.config-rules-procedure",),
+    evidence=EvidenceClass.LIVE,
     title="The admin audit route answers for a viewer",
     severity=Severity.MEDIUM,
     remediation="Give the on-call identity the viewer role (AUTH_VIEWER_ROLE) so the rollback runbook's first step "
@@ -206,30 +213,6 @@ def audit_route(ctx: AuditContext) -> Outcome:
     if bad:
         return failed(f"audit route not answering for a viewer: {', '.join(bad)}", probes=rows)
     return passed(f"audit route answers for {len(rows)} tenant(s)", probes=rows)
-
-
-@SECTION.check(
-    "rollout.audit-log-file",
-    item="Define ship and rollback procedures for config and rules (admin API, audit log)",
-    title="The file audit log is on with a path",
-    severity=Severity.MEDIUM,
-    remediation="Set AUDIT_LOG_PATH (and AUDIT_LOG_ENABLED=true) on a persistent, shipped volume; the hash chain "
-    "restarts at each process start, so ship the files off the pod.",
-    reference=f"{HTTP_REF} §4, §8 (file audit)",
-)
-def audit_log_file(ctx: AuditContext) -> Outcome:
-    names = ["AUDIT_LOG_ENABLED", "AUDIT_LOG_PATH", "AUDIT_LOG_FSYNC"]
-    evidence = {"config": ctx.config.rows(names)}
-    path = ctx.config.value("AUDIT_LOG_PATH")
-    explicit = ctx.config.get("AUDIT_LOG_ENABLED")
-    enabled = ctx.config.flag("AUDIT_LOG_ENABLED") if explicit.is_set else (bool(path) if path is not None else None)
-    if enabled is None or path is None:
-        return warned("AUDIT_LOG_ENABLED / AUDIT_LOG_PATH not visible", **evidence)
-    if not enabled:
-        return failed("the file audit log is off", **evidence)
-    if not path:
-        return failed("AUDIT_LOG_ENABLED without AUDIT_LOG_PATH: the service refuses to start", **evidence)
-    return passed(f"file audit log on ({path})", **evidence)
 
 
 def _exposure_files(ctx: AuditContext) -> list[Path]:
@@ -264,7 +247,8 @@ def find_exposure(files: list[Path], request_id: str) -> tuple[Path, dict[str, A
 
 @SECTION.check(
     "rollout.request-traceable",
-    item='Confirm you can answer: "Which config/rules/algo version served this request?"',
+    items=("7.version-served",),
+    evidence=EvidenceClass.DATA,
     title="A live request id can be traced to the config, rules and algo versions that served it",
     severity=Severity.MEDIUM,
     remediation="Turn on the exposure log (EXPOSURE_LOG_PATH, format service_v1) and keep it where the on-call can "
@@ -301,7 +285,8 @@ _VERSIONS_KEPT = "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = 
 
 @SECTION.check(
     "rollout.versions-retained",
-    item="Define ship and rollback procedures for config and rules",
+    items=("7.config-rules-procedure",),
+    evidence=EvidenceClass.DATA,
     title="At least two config and rules versions are retained per tenant",
     severity=Severity.MEDIUM,
     remediation="Keep version history (the *_versions tables are append-only; do not truncate them) and ship "
@@ -321,34 +306,6 @@ def versions_retained(ctx: AuditContext) -> Outcome:
     if short:
         return failed(f"fewer than two config or rules versions for: {', '.join(short)}", **evidence)
     return passed("every tenant has a previous config and rules version to roll back to", **evidence)
-
-
-@SECTION.check(
-    "rollout.manifest-rollback",
-    item="Define ship and rollback procedures for artifact manifests (pipelines)",
-    title="A known-good previous manifest is retained per tenant and surface",
-    severity=Severity.MEDIUM,
-    remediation="Copy each published manifest to a retained location before replacing it (pipelines keep no "
-    "previous manifests) and name it in params manifests.previous_template; section 3 validates them.",
-    reference=f"{OPS_REF} §3.3, §3.4 (no rollback command, previous manifests not kept)",
-)
-def manifest_rollback(ctx: AuditContext) -> Outcome:
-    from recsys_audit.probes.manifest import manifest_uri
-
-    if not artifact_mode(ctx):
-        return skipped("artifact mode is off: nothing to roll back")
-    template = ctx.params.manifests.previous_template
-    if not template:
-        return failed("no retained previous manifests (params manifests.previous_template is empty)")
-    rows = []
-    for tenant, surface in tenant_surfaces(ctx):
-        uri = manifest_uri(template, tenant, surface)
-        count = len(ctx.manifests.list_json(uri)) if uri.endswith("/") else int(ctx.manifests.exists(uri))
-        rows.append({"tenant": tenant, "surface": surface, "uri": uri, "retained": count})
-    missing = [f"{r['tenant']}/{r['surface']}" for r in rows if not r["retained"]]
-    if missing:
-        return failed(f"no retained manifest for: {', '.join(missing)}", retained=rows)
-    return passed(f"retained manifests for {len(rows)} tenant/surface pair(s)", retained=rows)
 
 
 def _helm_visible(ctx: AuditContext) -> bool:
@@ -374,7 +331,8 @@ def image_reference(image: Any) -> tuple[str, str]:
 
 @SECTION.check(
     "rollout.image-pinned",
-    item="Define ship and rollback procedures for algorithm version changes (deployments)",
+    items=("7.algo-version-procedure",),
+    evidence=EvidenceClass.CONFIG,
     title="The service image is pinned to a version (not latest)",
     severity=Severity.HIGH,
     remediation="Set api.image.tag to a release tag or digest (e.g. v0.1.0); 'latest' makes a rollback redeploy "
@@ -404,7 +362,8 @@ def replica_count(ctx: AuditContext) -> int:
 
 @SECTION.check(
     "rollout.replicas",
-    item="Define ship and rollback procedures (rolling deployments without downtime)",
+    items=("7.algo-version-procedure",),
+    evidence=EvidenceClass.CONFIG,
     title="The service runs at least two replicas",
     severity=Severity.HIGH,
     remediation="Set api.replicaCount >= 2 (the production example uses 3) so a rollout or a pod loss keeps serving.",
@@ -425,7 +384,8 @@ def replicas(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "rollout.cache-invalidation-scope",
-    item="Define ship and rollback procedures for config and rules (admin API)",
+    items=("7.config-rules-procedure",),
+    evidence=EvidenceClass.CONFIG,
     title="Admin cache invalidation reaches every replica",
     severity=Severity.LOW,
     remediation="After a config/rules rollback, expect up to the cache TTL of stale answers on other replicas: "
@@ -461,7 +421,10 @@ def _attested(ctx: AuditContext, check_id: str, what: str) -> Outcome:
 
 @SECTION.check(
     "rollout.procedures-documented",
-    item="Define ship and rollback procedures for config and rules, artifact manifests and algorithm versions",
+    items=("7.ship-rollback-procedures",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: procedures are documents a reviewer attests; the abilities behind them are probed "
+    "by the other rollout checks",
     title="Ship and rollback procedures are documented for config/rules, manifests and algorithm versions",
     severity=Severity.MEDIUM,
     remediation="Write the procedures (admin API + audit log; manifest copy-back + invalidate; image rollback) and "
@@ -474,7 +437,9 @@ def procedures_documented(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "rollout.ship-gates-documented",
-    item="Document gates and criteria for shipping",
+    items=("7.ship-gates",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: shipping gates are a team decision only a reviewer can attest",
     title="Gates and criteria for shipping are documented",
     severity=Severity.MEDIUM,
     remediation="Document the go/no-go gates (this audit passing, load-test SLOs, error/empty-rate budgets after "

@@ -1,11 +1,12 @@
 """Deployment config sources -> one normalized view of recsys-service's environment, with the source of each value.
 
-Sources, in the order the params list them (later ones override earlier ones, as ``helm -f a -f b`` does):
+Sources, in the order the params list them (later ones override earlier ones, as ``helm -f a -f b`` does; every
+value each source gives is kept, so sources of different kinds that disagree can be shown as contradictory):
 
 * ``env_file``: ``KEY=VALUE`` lines (``export``, quotes and comments allowed), as in ``api/.env``;
-* ``helm_values``: the chart's ``api.env`` (mapping or list of ``{name, value}``), ``api.secrets`` (names known,
-  values treated as not visible), ``api.existingSecret`` (a Secret the kit cannot read), ``api.replicaCount``,
-  ``api.image``;
+* ``helm_values``: the chart's ``api.env`` (mapping or list of ``{name, value}``), ``api.secrets`` (the chart's
+  Secret, written in the values file: judged, never shown; ``""`` is an empty value), ``api.existingSecret`` (a
+  Secret the kit cannot read), ``api.replicaCount``, ``api.image``;
 * ``compose``: ``services.<name>.environment`` (mapping or list) and its ``env_file`` entries.
 """
 
@@ -36,6 +37,14 @@ DEFAULTS: dict[str, str] = {
     "API_KEY_HEADER": "X-API-Key",
     "DEV_AUTH_ENABLED": "false",
     "AUTH_ALLOW_INSECURE_JWKS": "false",
+    "AUTH_JWKS_ALLOWED_HOSTS": "",
+    "JWT_ALLOWED_ALGORITHMS": "RS256",
+    "JWT_ALLOW_DANGEROUS_DEV_BYPASSES": "false",
+    "JWT_SKIP_HEADER_ENABLED": "false",
+    "RATE_LIMIT_SKIP_ENABLED": "false",
+    "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES": "false",
+    "LOG_LEVEL": "info",
+    "OTEL_TRACING_ENABLED": "false",
     "TENANT_HEADER_NAME": "X-Org-Id",
     "AUTH_TENANT_CLAIMS": "tenant_id,org_id,orgId,organization_id",
     "AUTH_ROLE_CLAIMS": "roles,role,scope,scopes",
@@ -77,6 +86,11 @@ PRODUCTION_DEPENDENT_DEFAULTS: dict[str, tuple[str, str]] = {  # name -> (in pro
     "DOCS_ENABLED": ("false", "true"),
     "AUTH_REQUIRE_TENANT_CLAIM": ("true", "false"),
 }
+# Switches whose default is "on when a path is set": name -> the path variable.
+PATH_DEPENDENT_DEFAULTS: dict[str, str] = {
+    "AUDIT_LOG_ENABLED": "AUDIT_LOG_PATH",
+    "EXPOSURE_LOG_ENABLED": "EXPOSURE_LOG_PATH",
+}
 
 # Variables whose values are secrets: read from config files, they are registered with the redaction module at
 # once, so they are masked wherever they might surface; checks show only their state and length.
@@ -102,6 +116,11 @@ class ConfigValue:
     def is_set(self) -> bool:
         return self.state in {"set", "hidden"}
 
+    @property
+    def source_kind(self) -> str:
+        """The kind of config source that gave the value (``env_file``, ``helm_values``, ``compose``)."""
+        return self.source.split(":", 1)[0]
+
     def row(self) -> dict[str, Any]:
         """A table row for evidence; the caller decides whether the value itself may be shown."""
         return {"variable": self.name, "value": self.value, "state": self.state, "source": self.source}
@@ -110,6 +129,7 @@ class ConfigValue:
 @dataclass
 class ConfigView:
     values: dict[str, ConfigValue] = field(default_factory=dict)
+    observed: dict[str, list[ConfigValue]] = field(default_factory=dict)  # every value each source gave
     hidden_sources: list[str] = field(default_factory=list)  # existingSecret etc.: any variable may live there
     deployment: dict[str, Any] = field(default_factory=dict)  # replicas, image, probes… from Helm values
     sources: list[str] = field(default_factory=list)
@@ -124,6 +144,12 @@ class ConfigView:
             production = self.production
             value = in_production if production else elsewhere
             return ConfigValue(name, value, "default", f"upstream default ({'' if production else 'not '}production)")
+        if name in PATH_DEPENDENT_DEFAULTS:
+            path = self.get(PATH_DEPENDENT_DEFAULTS[name])
+            if path.value is None:
+                return ConfigValue(name, None, "unknown", f"follows {path.name}, which is not visible")
+            on = "true" if path.value.strip() else "false"
+            return ConfigValue(name, on, "default", f"upstream default (on when {path.name} is set)")
         if name in DEFAULTS:
             return ConfigValue(name, DEFAULTS[name], "default", "upstream default")
         return ConfigValue(name, None, "default", "not set")
@@ -154,10 +180,23 @@ class ConfigView:
             rows.append(row)
         return rows
 
+    def contradictions(self, name: str) -> list[ConfigValue]:
+        """The values sources of different kinds give for ``name`` when they disagree (else empty).
+
+        Sources of one kind layer (``helm -f a -f b``: the later wins); an env file and Helm values that both
+        describe the deployment but say different things leave the effective value unknown.
+        """
+        last_by_kind: dict[str, ConfigValue] = {}
+        for value in self.observed.get(name, []):
+            last_by_kind[value.source_kind] = value
+        distinct = {(v.state, v.value) for v in last_by_kind.values()}
+        return list(last_by_kind.values()) if len(distinct) > 1 else []
+
     def put(self, name: str, value: str | None, state: State, source: str) -> None:
         if value and is_secret_name(name):
             register_secret(value)
         self.values[name] = ConfigValue(name, value, state, source)
+        self.observed.setdefault(name, []).append(self.values[name])
 
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -253,11 +292,11 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
             else:
                 view.put(name, value, "set", f"{label} api.env")
         secrets = api.get("secrets") or {}
-        if isinstance(secrets, dict):
+        if isinstance(secrets, dict):  # the chart renders them into its Secret: the values file holds the value
             for name, value in secrets.items():
                 if isinstance(value, str) and value:
-                    register_secret(value)  # in the values file, but a secret: never shown
-                view.put(str(name), None, "hidden", f"{label} api.secrets")
+                    register_secret(value)  # a secret: judged by its length and shape, never shown
+                view.put(str(name), _stringify(value), "set", f"{label} api.secrets")
         if api.get("existingSecret"):
             view.hidden_sources.append(f"Secret {api['existingSecret']} ({label}, not readable)")
         for key in (

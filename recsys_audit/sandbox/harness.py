@@ -62,7 +62,7 @@ ATTESTED_CHECKS = (
     "runbook.empty-recs",
     "runbook.rollback-config-rules",
     "runbook.stale-manifest",
-    "runbook.diagnostics",
+    "pipelines.publish-owner",
     "rollout.procedures-documented",
     "rollout.ship-gates-documented",
 )
@@ -353,6 +353,7 @@ def build_params(
     if env.get("AUDIT_LOG_PATH"):
         logs["audit"] = [_rel(Path(env["AUDIT_LOG_PATH"]), base)]
 
+    current_manifests = _rel(directory / "registry" / "current", base)
     params: dict[str, Any] = {
         "environment": {"name": name, "owner": OWNER},
         "target": {"base_url": f"http://127.0.0.1:{ports['service']}", "timeout_s": 5.0, "production": hardened},
@@ -369,9 +370,10 @@ def build_params(
             "service_role": service_role,
             "allowed_event_readers": [auditor_role],  # the audit reads event rows by design (privacy sample)
         },
-        "manifests": {
-            "template": f"file://{_rel(directory / 'registry' / 'current', base)}/{{tenant}}/{{surface}}/manifest.json",
-        },
+        # a DB-only deployment publishes no manifests
+        "manifests": {"template": f"file://{current_manifests}/{{tenant}}/{{surface}}/manifest.json"}
+        if artifact_mode
+        else {},
         "config_sources": [
             {"kind": "env_file", "path": _rel(directory / "service.env", base)},
             {"kind": "helm_values", "path": _rel(directory / "values.yaml", base)},
@@ -686,13 +688,14 @@ def _start(
         _write_secret(instance_dir / "secrets" / "restore-scratch.dsn", database.create_restore_scratch())
     lap("seed")
 
-    write_registry(
-        instance_dir / "registry",
-        {tenant: surfaces for tenant, (_, surfaces) in TENANTS.items()},
-        manifest_age=dt.timedelta(hours=files.manifest_age_hours),
-        retained=files.retained_manifests,
-    )
-    (instance_dir / "registry" / "previous").mkdir(exist_ok=True)
+    if _flag(env, "RECSYS_ARTIFACT_MODE_ENABLED"):  # pipelines publish manifests only for an artifact-mode service
+        write_registry(
+            instance_dir / "registry",
+            {tenant: surfaces for tenant, (_, surfaces) in TENANTS.items()},
+            manifest_age=dt.timedelta(hours=files.manifest_age_hours),
+            retained=files.retained_manifests,
+        )
+        (instance_dir / "registry" / "previous").mkdir(exist_ok=True)
     deployment.write_values(instance_dir / "values.yaml", files, profile == "hardened")
     deployment.write_dashboard(instance_dir / "grafana-dashboard.json", files.dashboard == "complete")
     base_url = f"http://127.0.0.1:{ports['service']}"
