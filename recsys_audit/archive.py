@@ -116,7 +116,7 @@ def trend_svg(runs: list[ArchiveEntry]) -> str:
                 f"fill='{STATUS_COLOURS[status]}'><title>{html.escape(run.run)}: {count} {status}</title></rect>"
             )
     return (
-        f"<svg class='ra-trend' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"<svg class='ra-trend' width='{width}' height='{height}' "
         f"viewBox='0 0 {width} {height}' role='img' aria-label='fail, warn and error findings per run'>"
         f"{''.join(bars)}</svg>"
     )
@@ -126,7 +126,7 @@ def trend_html(runs: list[ArchiveEntry]) -> str:
     """Findings that need attention per run of one environment: the chart and its numbers."""
     heads = "".join(f"<th>{s}</th>" for s in TREND_STATUSES)
     rows = "".join(
-        f"<tr><td>{html.escape(r.run)}</td><td>{html.escape(r.verdict)}</td>"
+        f"<tr class='ra-trend-run'><td>{html.escape(r.run)}</td><td>{html.escape(r.verdict)}</td>"
         + "".join(f"<td>{r.counts.get(str(s), 0)}</td>" for s in TREND_STATUSES)
         + "</tr>"
         for r in runs
