@@ -187,6 +187,7 @@ podFailurePolicy:
     - action: Ignore  # evicted or preempted: retry without counting it
       onPodConditions:
         - type: DisruptionTarget
+          status: "True"
 template:
   {{- include "recsys-audit.podTemplate" . | nindent 2 }}
 {{- end -}}
