@@ -36,8 +36,16 @@ def environment_trust(env_or_params: str) -> Path | None:
 
 
 def sign_command(args: argparse.Namespace) -> int:
-    from recsys_audit.storage import sign
+    from recsys_audit.storage import StoreError, is_remote, sign, split_run_url
 
+    trust = Path(args.allowed_signers) if args.allowed_signers else None
+    if trust is None and is_remote(args.run_dir):
+        # The run's recorded params name the allowed_signers where the audit ran (e.g. in a pod): use the
+        # environment's params here, as verify does.
+        try:
+            trust = environment_trust(split_run_url(args.run_dir)[1])
+        except StoreError as exc:
+            return _error("sign", str(exc))
     try:
         record = sign(
             args.run_dir,
@@ -49,7 +57,7 @@ def sign_command(args: argparse.Namespace) -> int:
             accept=args.accept,
             comment=args.comment,
             attest=args.attest,
-            allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+            allowed_signers=trust,
             prompt_at_terminal=sys.stdin.isatty(),
             replace_existing=args.replace,
         )

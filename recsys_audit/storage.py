@@ -571,12 +571,6 @@ def local_copy(location: str | Path) -> Path:
     return run_dir
 
 
-def location_of(run_dir: Path) -> str:
-    """Where a local run directory came from: its S3 location for a copy made by :func:`local_copy`."""
-    origin = _copies.get(Path(run_dir))
-    return origin[0].run_location(origin[1], origin[2]) if origin else str(run_dir)
-
-
 # --- signing a stored run --------------------------------------------------------------------------------------
 
 
