@@ -1,9 +1,12 @@
-"""The audit archive: one offline index page of every audit run under ``audits/<env>/<run id>/``.
+"""The audit archive: one offline index page of every audit run under ``audits/<env>/<run id>/`` or
+``s3://bucket/prefix/<env>/<run id>/`` (:mod:`recsys_audit.storage`), with a trend per environment.
 
-The page is static HTML with relative links, so the whole folder can be copied, zipped or served as it is.
+The page is static HTML with relative links, written at the archive's root (``index.html`` in the folder, or the
+object ``prefix/index.html`` in the bucket), so the whole archive can be copied, synced or served as it is.
 Each signed run is verified with the same rules as ``recsys-audit verify``: a signature by a trusted signer (the
 ``allowed_signers`` given, else the one the environment's params name), the run where its record says, exactly the
-recorded entries. Folders and runs are listed without following symlinks, and at most ``MAX_LISTED`` of each.
+recorded entries. Folders and runs are listed without following symlinks, and at most ``MAX_LISTED`` of each;
+runs in S3 whose upload has not finished (no manifest) are not listed.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ from pathlib import Path
 from recsys_audit.display import STATUS_COLOURS, TABLE_OPEN, badge
 from recsys_audit.findings import Status
 from recsys_audit.judgement import read_judged_run
-from recsys_audit.rundir import REPORT_FILE, RunDirError, environments_of, runs_of
+from recsys_audit.rundir import REPORT_FILE, RunDirError
 from recsys_audit.signoff import SignoffError, verify_run
-
-INDEX_FILE = "index.html"
+from recsys_audit.storage import IncompleteRun, RunStore, StoreError, open_store
 
 TrustFor = Callable[[str], Path | None]  # environment name -> its allowed_signers file, if any
 
@@ -69,13 +71,70 @@ def archive_entry(root: Path, run_dir: Path, trust_for: TrustFor) -> ArchiveEntr
     return entry
 
 
-def collect_entries(root: Path, trust_for: TrustFor) -> list[ArchiveEntry]:
-    """Every run under ``root/<env>/<run id>/``, newest first within each environment."""
-    entries = [
-        archive_entry(root, run_dir, trust_for) for env_dir in environments_of(root) for run_dir in runs_of(env_dir)
-    ]
+def collect_entries(archive: Path | str | RunStore, trust_for: TrustFor) -> list[ArchiveEntry]:
+    """Every run under ``<archive>/<env>/<run id>/`` (a folder, ``s3://…`` or a run store), newest first within each
+    environment."""
+    store = archive if not isinstance(archive, Path | str) else open_store(archive)
+    entries = []
+    for env in store.environments():
+        for run in store.runs(env):
+            try:
+                with store.local_run(env, run) as run_dir:
+                    entries.append(archive_entry(run_dir.parent.parent, run_dir, trust_for))
+            except IncompleteRun:
+                continue
+            except StoreError as exc:
+                entries.append(ArchiveEntry(env, run, f"{env}/{run}", "", state="unreadable", detail=str(exc)))
     newest_first = sorted(entries, key=lambda e: e.run, reverse=True)
     return sorted(newest_first, key=lambda e: e.env)
+
+
+def trend(entries: list[ArchiveEntry]) -> dict[str, list[ArchiveEntry]]:
+    """The runs of each environment, oldest first (their ``counts`` are the findings by status)."""
+    return {env: sorted((e for e in entries if e.env == env), key=lambda e: e.run) for env in {e.env for e in entries}}
+
+
+TREND_STATUSES = (Status.FAIL, Status.WARN, Status.ERROR)
+
+
+def trend_svg(runs: list[ArchiveEntry]) -> str:
+    """A small self-contained bar chart: fails, warns and errors per run, oldest left."""
+    bar, gap, height = 6, 4, 60
+    top = max((sum(r.counts.get(str(s), 0) for s in TREND_STATUSES) for r in runs), default=0) or 1
+    width = max(1, len(runs)) * (bar + gap)
+    bars = []
+    for index, run in enumerate(runs):
+        y = float(height)
+        for status in TREND_STATUSES:
+            count = run.counts.get(str(status), 0)
+            if not count:
+                continue
+            h = count / top * (height - 4)
+            y -= h
+            bars.append(
+                f"<rect x='{index * (bar + gap)}' y='{y:.1f}' width='{bar}' height='{h:.1f}' "
+                f"fill='{STATUS_COLOURS[status]}'><title>{html.escape(run.run)}: {count} {status}</title></rect>"
+            )
+    return (
+        f"<svg class='ra-trend' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' role='img' aria-label='fail, warn and error findings per run'>"
+        f"{''.join(bars)}</svg>"
+    )
+
+
+def trend_html(runs: list[ArchiveEntry]) -> str:
+    """Findings that need attention per run of one environment: the chart and its numbers."""
+    heads = "".join(f"<th>{s}</th>" for s in TREND_STATUSES)
+    rows = "".join(
+        f"<tr class='ra-trend-run'><td>{html.escape(r.run)}</td><td>{html.escape(r.verdict)}</td>"
+        + "".join(f"<td>{r.counts.get(str(s), 0)}</td>" for s in TREND_STATUSES)
+        + "</tr>"
+        for r in runs
+    )
+    return (
+        f"<details class='ra-trend-block'><summary>Trend: {trend_svg(runs)}</summary>"
+        f"<table class='ra-trend-table'><tr><th>run (UTC)</th><th>verdict</th>{heads}</tr>{rows}</table></details>"
+    )
 
 
 _STATE_COLOURS = {
@@ -111,10 +170,11 @@ def _entry_row(entry: ArchiveEntry) -> str:
 
 def index_html(entries: list[ArchiveEntry], generated_at: dt.datetime) -> str:
     sections = []
-    for env in sorted({e.env for e in entries}):
+    trends = trend(entries)
+    for env in sorted(trends):
         rows = "".join(_entry_row(e) for e in entries if e.env == env)
         sections.append(
-            f"<h2 id='env-{html.escape(env, quote=True)}'>{html.escape(env)}</h2>"
+            f"<h2 id='env-{html.escape(env, quote=True)}'>{html.escape(env)}</h2>{trend_html(trends[env])}"
             f"{TABLE_OPEN}<tr><th>run (UTC)</th><th>verdict</th><th>findings</th><th>signed by</th><th>decision</th>"
             f"<th>signed at</th><th>verification</th><th></th></tr>{rows}</table>"
         )
@@ -129,12 +189,13 @@ def index_html(entries: list[ArchiveEntry], generated_at: dt.datetime) -> str:
     )
 
 
-def write_index(root: Path, trust_for: TrustFor) -> tuple[Path, list[ArchiveEntry]]:
-    """Write ``root/index.html`` listing every audit under ``root``; returns its path and the entries."""
-    root = Path(root)
-    if not root.is_dir() or root.is_symlink():
-        raise SignoffError(f"{root}: no such archive directory — audits are written to audits/<env>/<run id>/")
-    entries = collect_entries(root, trust_for)
-    path = root / INDEX_FILE
-    path.write_text(index_html(entries, dt.datetime.now(dt.UTC)), encoding="utf-8")
-    return path, entries
+def write_index(archive: Path | str, trust_for: TrustFor) -> tuple[str, list[ArchiveEntry]]:
+    """Write ``index.html`` at the root of the archive (a folder or ``s3://bucket/prefix``) listing every audit in
+    it; returns where it is and the entries."""
+    store = open_store(archive)
+    try:
+        store.check()
+        entries = collect_entries(store, trust_for)
+        return store.write_index(index_html(entries, dt.datetime.now(dt.UTC))), entries
+    except StoreError as exc:
+        raise SignoffError(str(exc)) from None

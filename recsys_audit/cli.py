@@ -1,7 +1,8 @@
 """``recsys-audit``: run audits, list the checks, validate params; other command groups plug in via ``register``.
 
-Exit codes of ``run`` (see recsys_audit.judgement): 0 pass, 1 fail, 2 bad params or usage, 3 incomplete, 4 partial;
-with several environments, the one highest in precedence: incomplete > fail > partial > pass.
+Exit codes of ``run`` (see recsys_audit.judgement): 0 pass, 1 fail, 2 bad params or usage, 3 incomplete, 4 partial,
+5 not stored (``--out s3://…``, see recsys_audit.storage_cli); with several environments, the one highest in
+precedence: incomplete > fail > partial > pass.
 Every error is one clear message on stderr — never a traceback (set RECSYS_AUDIT_DEBUG=1 to see one).
 """
 
@@ -20,11 +21,13 @@ from recsys_audit.findings import Severity
 from recsys_audit.judgement import ExitCode, counts_by_status, overall_exit_code
 from recsys_audit.params import ParamsError
 from recsys_audit.redaction import redact_text
+from recsys_audit.storage_cli import add_run_options
 
 if TYPE_CHECKING:
     from recsys_audit.catalog import Section
+    from recsys_audit.run import AuditResult
 
-PLUGIN_MODULES = ("recsys_audit.sandbox.cli", "recsys_audit.signoff_cli")
+PLUGIN_MODULES = ("recsys_audit.sandbox.cli", "recsys_audit.signoff_cli", "recsys_audit.storage_cli")
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -87,30 +90,53 @@ def _load_catalog(module: str | None) -> list[Section] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from recsys_audit.run import run_many
+    from recsys_audit.storage import is_remote
 
     paths = [resolve_params(item) for item in args.envs]
-    results = run_many(
-        paths,
+    run = partial(
+        run_many,
         sections=args.sections,
         jobs=args.jobs,
         timeout_s=args.timeout,
-        out_dir=Path(args.out),
         notebooks_dir=Path(args.notebooks) if args.notebooks else None,
         fail_on=args.fail_on,
         progress=not args.quiet,
         catalog=_load_catalog(args.catalog),
     )
+    if is_remote(args.out):
+        from recsys_audit.storage_cli import run_into_store
+
+        return run_into_store(
+            paths,
+            args.out,
+            trigger=args.trigger,
+            deployed_version=args.deployed_version,
+            work_dir=args.work_dir,
+            run=run,
+            summarise=lambda results: _summarise(results, args.quiet, paths=False),
+        )
+    if args.trigger or args.deployed_version or args.work_dir:
+        raise CliError("--trigger, --deployed-version and --work-dir are for runs stored in S3: add --out s3://…")
+    results = run(paths, out_dir=Path(args.out))
+    _summarise(results, args.quiet)
+    return int(overall_exit_code(result.exit_code for result in results))
+
+
+def _summarise(results: Sequence[AuditResult], quiet: bool, paths: bool = True) -> None:
+    """One line per environment on stderr (verdict, counts, score); the report paths on stdout."""
     for result in results:
-        if not args.quiet:
+        if not quiet:
             counts = counts_by_status(result.findings)
             summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
             line = f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary}; score {result.score_text})"
             if result.not_evaluated:
                 line += f" — not evaluated: {result.not_evaluated}"
             print(line, file=sys.stderr)
-        print(result.report_path)
-    return int(overall_exit_code(result.exit_code for result in results))
+        if paths:
+            print(result.report_path)
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -185,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recsys-audit",
         description="Production-readiness audits of recsys-service deployments.",
         epilog="exit codes of run: 0 pass, 1 fail (unwaived failure at or above --fail-on), 2 bad params or usage, "
-        "3 incomplete (a notebook failed or a check was not evaluated), 4 partial (--sections left sections out); "
-        "precedence 3 > 1 > 4 > 0. verify: 0 valid sign-off by a trusted signer, 1 otherwise.",
+        "3 incomplete (a notebook failed or a check was not evaluated), 4 partial (--sections left sections out), "
+        "5 the audit ran but could not be stored (--out s3://…); precedence 5 > 3 > 1 > 4 > 0. "
+        "verify: 0 valid sign-off by a trusted signer, 1 otherwise.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -197,10 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 per core, at most the notebooks)")
     run.add_argument("--timeout", type=float, default=300, help="seconds per notebook (default 300)")
     run.add_argument("--fail-on", type=_severity, default=Severity.HIGH, help="lowest failing severity (high)")
-    run.add_argument("--out", default="audits", help="output folder (default ./audits)")
+    run.add_argument("--out", default="audits", help="output folder, or s3://BUCKET/PREFIX (default ./audits)")
     run.add_argument("--notebooks", help="section notebooks folder (default: the kit's notebooks/)")
     run.add_argument("--catalog", help="module with a custom SECTIONS list (default: the built-in checks)")
     run.add_argument("--quiet", action="store_true", help="no progress lines; print only the report path")
+    add_run_options(run)
     run.set_defaults(handler=cmd_run)
 
     checks = commands.add_parser("checks", help="list the checks and the checklist coverage, running nothing")

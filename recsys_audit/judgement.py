@@ -47,6 +47,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad params or command line; nothing ran
     INCOMPLETE = 3
     PARTIAL = 4
+    STORE_FAILED = 5  # the audit ran, but storing it (--out s3://…) failed; nothing was judged differently
 
 
 VERDICTS = {

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,10 +111,16 @@ def _select_sections(catalog: list[Section], wanted: Sequence[int] | None) -> li
     return [known[n] for n in sorted(set(wanted))]
 
 
-def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime) -> Path:
+def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime, run_id: str | None = None) -> Path:
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     parent = out_dir / rundir.env_folder(env)
     parent.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:  # given by the run store (a retried trigger keeps its run id)
+        try:
+            (parent / run_id).mkdir()
+        except FileExistsError:
+            raise UsageError(f"{parent / run_id}: exists — move it away or use another output folder") from None
+        return parent / run_id
     for attempt in range(1000):
         candidate = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
         try:
@@ -283,10 +289,11 @@ def _prepare(
     catalog: list[Section],
     out_dir: Path,
     notebooks_dir: Path,
+    run_id: str | None = None,
 ) -> _PreparedAudit:
     _register_secrets(params)
     started_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    run_dir = _new_run_dir(Path(out_dir), params.environment.name, started_at)
+    run_dir = _new_run_dir(Path(out_dir), params.environment.name, started_at, run_id)
     (run_dir / rundir.NOTEBOOKS_DIR).mkdir()
     (run_dir / rundir.FINDINGS_DIR).mkdir()
     # The merged params (fragments folded in, secrets as references): what sign-off, diff and the widgets judge by.
@@ -396,9 +403,11 @@ def run_many(
     fail_on: Severity = Severity.HIGH,
     progress: bool = False,
     catalog: list[Section] | None = None,
+    run_ids: Mapping[str, str] | None = None,
 ) -> list[AuditResult]:
     """Audit several environments in one bounded batch: every params file is validated before any notebook starts
-    (:class:`ParamsError`, :class:`UsageError`), then all notebooks share one pool of ``jobs`` kernels."""
+    (:class:`ParamsError`, :class:`UsageError`), then all notebooks share one pool of ``jobs`` kernels.
+    ``run_ids``: environment name -> the run id to use (default: the UTC start of the run)."""
     if timeout_s <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout_s:g}")
     if jobs is not None and jobs < 1:
@@ -409,7 +418,11 @@ def run_many(
     chosen_catalog = catalog if catalog is not None else check_catalog.sections()
     loaded = [(Path(p), load_params(p)) for p in params_paths]  # validate all before creating any run directory
     chosen = _select_sections(chosen_catalog, sections)
-    audits = [_prepare(path, params, chosen, chosen_catalog, Path(out_dir), folder) for path, params in loaded]
+    ids = run_ids or {}
+    audits = [
+        _prepare(path, params, chosen, chosen_catalog, Path(out_dir), folder, ids.get(params.environment.name))
+        for path, params in loaded
+    ]
     tasks = [(audit, section) for audit in audits for section in audit.sections]
     multi_env = len(audits) > 1
     labels = [f"{a.env}/{s.notebook}" if multi_env else s.notebook for a, s in tasks]

@@ -189,9 +189,11 @@ def sign_run(
     replace_existing: bool = False,
     now: dt.datetime | None = None,
     render: Callable[[Path, Path | None], None] = _render,
+    rewrite_run: bool = True,
 ) -> dict[str, Any]:
     """Sign a run directory (see the module docstring); returns the record. Raises SignoffError, leaving the run as
-    it was, when the sign-off is refused or fails."""
+    it was, when the sign-off is refused or fails. ``rewrite_run=False`` (a run in write-once storage): findings.json,
+    junit.xml and the report stay as they are; the record alone carries the judgement at signing."""
     run_dir = Path(run_dir).absolute()
     reviewer, role = reviewer.strip(), role.strip()
     if not reviewer or not role:
@@ -269,10 +271,12 @@ def sign_run(
             if name in names}  # fmt: skip
     try:
         (run_dir / SIGNATURE_FILE).unlink(missing_ok=True)
-        _write_judged(run_dir, document)
-        # The report's sign-off block is rendered from the record before the files are hashed: the signature covers it.
-        (run_dir / SIGNOFF_FILE).write_bytes(canonical_json(record))
-        render(run_dir, trust)
+        if rewrite_run:
+            _write_judged(run_dir, document)
+            # The report's sign-off block is rendered from the record before the files are hashed: the signature
+            # covers it.
+            (run_dir / SIGNOFF_FILE).write_bytes(canonical_json(record))
+            render(run_dir, trust)
         record["files"], record["directories"] = run_entries(run_dir)
         (run_dir / SIGNOFF_FILE).write_bytes(canonical_json(record))
         signatures.sign_file(

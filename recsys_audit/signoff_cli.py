@@ -36,11 +36,19 @@ def environment_trust(env_or_params: str) -> Path | None:
 
 
 def sign_command(args: argparse.Namespace) -> int:
-    from recsys_audit.signoff import sign_run
+    from recsys_audit.storage import StoreError, is_remote, sign, split_run_url
 
+    trust = Path(args.allowed_signers) if args.allowed_signers else None
+    if trust is None and is_remote(args.run_dir):
+        # The run's recorded params name the allowed_signers where the audit ran (e.g. in a pod): use the
+        # environment's params here, as verify does.
+        try:
+            trust = environment_trust(split_run_url(args.run_dir)[1])
+        except StoreError as exc:
+            return _error("sign", str(exc))
     try:
-        record = sign_run(
-            Path(args.run_dir),
+        record = sign(
+            args.run_dir,
             reviewer=args.reviewer,
             role=args.role,
             decision=args.decision,
@@ -49,7 +57,7 @@ def sign_command(args: argparse.Namespace) -> int:
             accept=args.accept,
             comment=args.comment,
             attest=args.attest,
-            allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+            allowed_signers=trust,
             prompt_at_terminal=sys.stdin.isatty(),
             replace_existing=args.replace,
         )
@@ -65,14 +73,18 @@ def sign_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from recsys_audit.signoff import verify_run
+    from recsys_audit.signoff import Verification, verify_run
+    from recsys_audit.storage import StoreError, open_run
 
-    run_dir = Path(args.run_dir)
-    if args.allowed_signers:
-        trust: Path | None = Path(args.allowed_signers)
-    else:
-        trust = environment_trust(args.params or run_dir.absolute().parent.name)
-    result = verify_run(run_dir, trust)
+    try:
+        with open_run(args.run_dir) as run_dir:
+            if args.allowed_signers:
+                trust: Path | None = Path(args.allowed_signers)
+            else:
+                trust = environment_trust(args.params or run_dir.absolute().parent.name)
+            result = verify_run(run_dir, trust)
+    except StoreError as exc:
+        result = Verification(False, str(exc).removeprefix(f"{args.run_dir.rstrip('/')}: "))
     if not result.ok:
         print(f"verify FAILED: {args.run_dir}: {result.problem}")
         return 1
@@ -107,10 +119,12 @@ def keygen_command(args: argparse.Namespace) -> int:
 
 def diff_command(args: argparse.Namespace) -> int:
     from recsys_audit.diff import DiffError, diff_runs
+    from recsys_audit.storage import StoreError, open_run
 
     try:
-        result = diff_runs(Path(args.old_run), Path(args.new_run))
-    except DiffError as exc:
+        with open_run(args.old_run) as old_run, open_run(args.new_run) as new_run:
+            result = diff_runs(old_run, new_run)
+    except (DiffError, StoreError) as exc:
         return _error("diff", str(exc))
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
     return 0
@@ -121,7 +135,7 @@ def archive_command(args: argparse.Namespace) -> int:
 
     given = Path(args.allowed_signers) if args.allowed_signers else None
     try:
-        path, entries = write_index(Path(args.dir), lambda env: given or environment_trust(env))
+        path, entries = write_index(args.dir, lambda env: given or environment_trust(env))
     except SignoffError as exc:
         return _error("archive", str(exc))
     failed = [e for e in entries if e.state in {"failed", "unreadable"}]
@@ -133,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the sign-off subcommands to the ``recsys-audit`` parser."""
     trust_help = "allowed_signers file of trusted reviewers (default: environment.allowed_signers of the params)"
     sign = subparsers.add_parser("sign", help="sign an audit run (reviewer, decision, SSH signature)")
-    sign.add_argument("run_dir", metavar="RUN_DIR")
+    sign.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or s3://BUCKET/PREFIX/ENV/RUN_ID")
     sign.add_argument("--reviewer", required=True, help="who signs (must not be the environment owner)")
     sign.add_argument("--role", required=True, help="the reviewer's role, e.g. 'SRE lead'")
     sign.add_argument("--decision", required=True, choices=DECISIONS)
@@ -162,7 +176,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sign.set_defaults(handler=sign_command)
 
     verify = subparsers.add_parser("verify", help="check a run's sign-off: trusted signer, location, every entry")
-    verify.add_argument("run_dir", metavar="RUN_DIR")
+    verify.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or s3://BUCKET/PREFIX/ENV/RUN_ID")
     verify.add_argument("--allowed-signers", help=trust_help)
     verify.add_argument(
         "--params", metavar="ENV_OR_FILE", help="whose allowed_signers to trust (default: the run's environment folder)"
@@ -176,13 +190,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     keygen.set_defaults(handler=keygen_command)
 
     diff = subparsers.add_parser("diff", help="new, resolved and persisting findings between two runs")
-    diff.add_argument("old_run", metavar="OLD_RUN")
-    diff.add_argument("new_run", metavar="NEW_RUN")
+    diff.add_argument("old_run", metavar="OLD_RUN", help="a run folder, or s3://BUCKET/PREFIX/ENV/RUN_ID")
+    diff.add_argument("new_run", metavar="NEW_RUN", help="a run folder, or s3://BUCKET/PREFIX/ENV/RUN_ID")
     diff.add_argument("--json", action="store_true", help="print JSON instead of text")
     diff.set_defaults(handler=diff_command)
 
     archive = subparsers.add_parser("archive", help="write DIR/index.html listing and verifying every audit")
-    archive.add_argument("dir", metavar="DIR", nargs="?", default="audits")
+    archive.add_argument(
+        "dir", metavar="DIR", nargs="?", default="audits", help="audits folder, or s3://BUCKET/PREFIX (default: audits)"
+    )
     archive.add_argument("--allowed-signers", help="allowed_signers for every environment (default: each one's params)")
     archive.set_defaults(handler=archive_command)
 

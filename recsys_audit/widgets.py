@@ -17,11 +17,12 @@ from typing import Any
 
 import ipywidgets as w
 
+from recsys_audit import storage
 from recsys_audit.display import findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
 from recsys_audit.judgement import DECISIONS, read_judged_run
-from recsys_audit.rundir import SIGNATURE_FILE, RunDirError, environments_of, load_recorded_params, runs_of
-from recsys_audit.signoff import SignoffError, sign_run, trusted_signers, verify_run
+from recsys_audit.rundir import SIGNATURE_FILE, RunDirError, load_recorded_params
+from recsys_audit.signoff import SignoffError, trusted_signers, verify_run
 
 ALL = "all"
 
@@ -59,19 +60,29 @@ def find_folder(name: str, start: Path | None = None) -> Path:
 # --- environment and run picker --------------------------------------------------------------------------------
 
 
-def list_environments(params_dir: Path, audits_dir: Path) -> list[str]:
-    """Environments with a params file (examples excluded) or with audits."""
+def list_environments(params_dir: Path, audits_dir: Path | str) -> list[str]:
+    """Environments with a params file (examples excluded) or with audits (a folder or s3://…)."""
     from_params = {p.stem for p in params_dir.glob("*.yaml") if not p.name.endswith(".example.yaml")}
-    from_audits = {p.name for p in environments_of(audits_dir)}
+    try:
+        from_audits = set(storage.open_store(audits_dir).environments())
+    except storage.StoreError:
+        from_audits = set()
     return sorted(from_params | from_audits)
 
 
-def list_runs(audits_dir: Path, env: str) -> list[Path]:
-    """Run directories of an environment, newest first (never through a symlink)."""
-    return runs_of(audits_dir / env)
+def list_runs(audits_dir: Path | str, env: str) -> list[str]:
+    """Where the runs of an environment are (folders, or s3:// locations), newest first (never through a symlink)."""
+    store = storage.open_store(audits_dir)
+    try:
+        return [store.run_location(env, run) for run in store.runs(env)]
+    except storage.StoreError:
+        return []
 
 
-def _run_label(run_dir: Path) -> str:
+def _run_label(location: str | Path) -> str:
+    if storage.is_remote(location):
+        return f"{str(location).rsplit('/', 1)[-1]} — in {str(location).rsplit('/', 2)[0]}"
+    run_dir = Path(location)
     try:
         verdict = read_judged_run(run_dir).verdict
     except RunDirError:
@@ -83,8 +94,8 @@ def _run_label(run_dir: Path) -> str:
 class EnvironmentPicker:
     """Pick an environment, then one of its audit runs."""
 
-    def __init__(self, params_dir: Path, audits_dir: Path, env: str = "") -> None:
-        self.audits_dir = Path(audits_dir)
+    def __init__(self, params_dir: Path, audits_dir: Path | str, env: str = "") -> None:
+        self.audits_dir = audits_dir if storage.is_remote(audits_dir) else Path(audits_dir)
         environments = list_environments(Path(params_dir), self.audits_dir)
         initial = env if env in environments else (environments[0] if environments else None)
         self.env = w.Dropdown(options=environments, value=initial, description="Environment")
@@ -96,18 +107,19 @@ class EnvironmentPicker:
         self._refresh_runs()
 
     def _refresh_runs(self) -> None:
-        runs = list_runs(self.audits_dir, self.env.value) if self.env.value else []
-        self.run.options = [(_run_label(r), str(r.resolve())) for r in runs]
-        self.run.value = str(runs[0].resolve()) if runs else None
+        runs = [_location(r) for r in list_runs(self.audits_dir, self.env.value)] if self.env.value else []
+        self.run.options = [(_run_label(r), r) for r in runs]
+        self.run.value = runs[0] if runs else None
 
-    def select(self, run_dir: Path) -> None:
-        """Pick a given run directory (its environment is the name of its parent folder)."""
-        run_dir = Path(run_dir).resolve()
-        if run_dir.parent.name in self.env.options:
-            self.env.value = run_dir.parent.name
-        if str(run_dir) not in [value for _, value in self.run.options]:
-            self.run.options = [(_run_label(run_dir), str(run_dir)), *self.run.options]
-        self.run.value = str(run_dir)
+    def select(self, run_dir: Path | str) -> None:
+        """Pick a given run (a folder or s3://…/ENV/RUN_ID; its environment is the name of its parent)."""
+        location = _location(run_dir)
+        env = location.rstrip("/").rsplit("/", 2)[-2] if storage.is_remote(location) else Path(location).parent.name
+        if env in self.env.options:
+            self.env.value = env
+        if location not in [value for _, value in self.run.options]:
+            self.run.options = [(_run_label(location), location), *self.run.options]
+        self.run.value = location
 
     def _notify(self) -> None:
         if self.run_dir is not None:
@@ -120,7 +132,8 @@ class EnvironmentPicker:
 
     @property
     def run_dir(self) -> Path | None:
-        return Path(self.run.value) if self.run.value else None
+        """The picked run as a local run directory (a checked copy of a run in S3)."""
+        return storage.local_copy(self.run.value) if self.run.value else None
 
     def static_html(self) -> str:
         rows = (
@@ -128,11 +141,15 @@ class EnvironmentPicker:
             for env in self.env.options
             for run in list_runs(self.audits_dir, env)
         )
-        chosen = html.escape(str(self.run_dir or "none"))
+        chosen = html.escape(str(self.run.value or "none"))
         return f"<p>Selected run: <code>{chosen}</code></p>" + grid_html(["environment", "run"], rows)
 
     def show(self) -> None:
         show(self.widget, self.static_html(), "environment picker")
+
+
+def _location(run: Path | str) -> str:
+    return str(run) if storage.is_remote(run) else str(Path(run).resolve())
 
 
 # --- findings explorer -----------------------------------------------------------------------------------------
@@ -219,7 +236,7 @@ class SignoffForm:
             return None
         given = Path(self.allowed_signers.value).expanduser() if self.allowed_signers.value.strip() else None
         try:
-            record = sign_run(
+            record = storage.sign(
                 self.run_dir,
                 reviewer=self.reviewer.value,
                 role=self.role.value,

@@ -17,18 +17,22 @@ from recsys_audit.signoff_cli import main
 
 
 class _Rows(HTMLParser):
-    """Table rows of the index page as lists of cell texts, plus every link."""
+    """Table rows of one class (``tr class='ra-run …'``) of the index page as lists of cell texts, plus every link."""
 
-    def __init__(self) -> None:
+    def __init__(self, row_class: str = "ra-run") -> None:
         super().__init__()
+        self.row_class = row_class
         self.rows: list[list[str]] = []
         self.links: list[str] = []
         self._cell: list[str] | None = None
+        self._in_row = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "tr":
-            self.rows.append([])
-        elif tag == "td":
+            self._in_row = self.row_class in (dict(attrs).get("class") or "").split()
+            if self._in_row:
+                self.rows.append([])
+        elif tag == "td" and self._in_row:
             self._cell = []
         elif tag == "a":
             self.links.append(dict(attrs)["href"] or "")
