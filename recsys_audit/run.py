@@ -110,9 +110,11 @@ def _select_sections(catalog: list[Section], wanted: Sequence[int] | None) -> li
 
 
 def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime) -> Path:
-    safe_env = re.sub(r"[^A-Za-z0-9._-]", "_", env) or "env"
+    safe_env = re.sub(r"[^A-Za-z0-9._-]", "_", env).lstrip(".") or "env"  # never '..' or a hidden folder
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     parent = out_dir / safe_env
+    if parent.resolve().parent != out_dir.resolve():
+        raise UsageError(f"environment name {env!r} would write outside {out_dir} — use a plain name like staging")
     parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
         candidate = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")

@@ -131,7 +131,7 @@ def test_file_listing_relative_uris_and_size_limit(tmp_path: Path) -> None:
     ]
     assert validate_manifest(store.fetch(listed[-1]).body, TENANT, SURFACE).valid
     (tmp_path / "big.json").write_bytes(b"[" + b"0," * 200 + b"0]")
-    with pytest.raises(ProbeError, match="exceeds the 200-byte limit"):
+    with pytest.raises(ProbeError, match="over 200 bytes"):
         store.fetch("file://big.json")
     with pytest.raises(ProbeError, match="no such file"):
         store.fetch((tmp_path / "absent.json").as_uri())

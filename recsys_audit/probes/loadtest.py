@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from recsys_audit.probes import ProbeError
+from recsys_audit.probes import ProbeError, http
 
 if TYPE_CHECKING:
     from recsys_audit.probes.service import Role, ServiceClient
@@ -250,7 +250,7 @@ class RecommendSender:
             params.auth.tenant_header: tenant,
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": "recsys-audit-loadtest",
+            "User-Agent": http.USER_AGENT + " (load test)",
         }
         self._context: ssl.SSLContext | None = None
         if self._https:
@@ -290,9 +290,10 @@ class RecommendSender:
             connection = self._connection()
             reused = connection.sock is not None
             try:
-                connection.request("POST", self.path, body=body, headers=self._headers)
+                headers = {**self._headers, "X-Request-Id": http.request_id()}
+                connection.request("POST", self.path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read()
+                data = response.read(http.API_BODY.max_bytes + 1)  # no Accept-Encoding: raw bytes are the body
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop(connection)
                 if reused and attempt == 1:
@@ -301,6 +302,9 @@ class RecommendSender:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(connection)
                 raise ProbeError(f"POST {self.path}: {type(exc).__name__}") from None
+            if len(data) > http.API_BODY.max_bytes:
+                self._drop(connection)
+                raise ProbeError(f"POST {self.path}: {http.API_BODY.what} over {http.API_BODY}")
             if (response.getheader("connection") or "").lower() == "close":
                 self._drop(connection)
             code = None

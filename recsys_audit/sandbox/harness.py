@@ -353,7 +353,10 @@ def build_params(
     if env.get("AUDIT_LOG_PATH"):
         logs["audit"] = [_rel(Path(env["AUDIT_LOG_PATH"]), base)]
 
+    secrets_dir = directory / "secrets"
+    outside = not secrets_dir.resolve().is_relative_to(base.resolve())
     params: dict[str, Any] = {
+        **({"secrets_root": _rel(secrets_dir, base)} if outside else {}),  # file: secrets outside the params folder
         "environment": {"name": name, "owner": OWNER},
         "target": {"base_url": f"http://127.0.0.1:{ports['service']}", "timeout_s": 5.0, "production": hardened},
         "auth": auth,
