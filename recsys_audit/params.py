@@ -89,8 +89,7 @@ class Secret:
             value = self._read()
         except (OSError, UnicodeDecodeError):
             return f"secret file {path} is not readable UTF-8 text — check its permissions and content"
-        allowed = "\n\r" if self.multiline else ""
-        if any((ord(char) < 32 or 127 <= ord(char) < 160) and char not in allowed for char in value):
+        if _CONTROL.search(value.replace("\r\n", "").replace("\n", "") if self.multiline else value):
             kind = "a control character" if self.multiline else "a line break or control character"
             return f"the secret holds {kind} — store it as one line of printable text"
         return None
@@ -151,7 +150,7 @@ PemSecretRef = Annotated[Any, BeforeValidator(lambda value, info: _to_secret(val
 
 # --- values that reach a request line, a header or a path: checked when the file loads ---------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -159,6 +158,13 @@ _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 def _no_control(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("holds a line break or control character — remove it")
+    return value
+
+
+def _header_value(value: str) -> str:
+    _no_control(value)
+    if not value.isascii():
+        raise ValueError("an HTTP header value must be ASCII text — remove the other characters")
     return value
 
 
@@ -184,9 +190,7 @@ def _uri(schemes: tuple[str, ...], example: str) -> Callable[[str], str]:
         if parts.scheme.lower() != "file" and not parts.hostname:
             raise ValueError(f"the URL names no host — write it like {example}")
         if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "credentials in a URL are a secret written in the file — remove them and use a secret field"
-            )
+            raise ValueError("a URL with credentials holds a secret in the file — remove them and use a secret field")
         return value
 
     return check
@@ -200,7 +204,7 @@ ManifestUri = Annotated[
     ),
 ]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
-HeaderValue = Annotated[str, AfterValidator(_no_control)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 Text = Annotated[str, AfterValidator(_no_control)]
 
 
@@ -238,7 +242,7 @@ class Credentials(Model):
 class OtherTenant(Model):
     """An identity of a second tenant, used to prove that tenants are isolated."""
 
-    tenant: Text
+    tenant: HeaderValue
     credential: Credential | None = None
 
 
@@ -275,7 +279,7 @@ class AuthParams(Model):
 
 
 class TenantParams(Model):
-    id: Text = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
+    id: HeaderValue = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
     surfaces: list[Text] = Field(min_length=1)
     serving_mode: Literal["db_only", "artifact"] | None = None
     mode_documented_at: str | None = None
@@ -485,7 +489,8 @@ def walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
 def _field_path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = str(part)[:80]
+        text += f"[{name}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text or "(top level)"
 
 
@@ -524,8 +529,8 @@ def load_params(path: str | Path) -> Params:
         for error in exc.errors():
             fix = _FIXES.get(error["type"], "")
             lines.append(f"{path}: {_field_path(error['loc'])}: {error['msg']}" + (f" — {fix}" if fix else ""))
-    if lines:
-        raise ParamsError("\n".join(lines))
+    if lines:  # one problem per line: a control character from the file is shown escaped
+        raise ParamsError("\n".join(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines))
     params.source = path.resolve()
     return params
 

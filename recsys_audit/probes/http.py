@@ -3,8 +3,9 @@
 The target is untrusted, so each request has
 
 * a **byte cap** on the body that counts *decompressed* bytes: the body is read raw from the socket and inflated
-  here, a bounded step at a time, so neither a huge body, an endless chunked body nor a gzip bomb can make the
-  auditor hold more than the cap (plus one 64 KiB socket read);
+  here, a bounded step at a time, so neither a huge body, an endless chunked body nor a gzip bomb makes the auditor
+  take more than the cap plus ``HEAD_ALLOWANCE`` from the socket, or more than the cap plus one byte from the
+  decompressor;
 * an **overall deadline** — connect, TLS, headers and body together — enforced on every socket operation, so a
   server that drips one byte per second is cut off at the deadline, not at the notebook's;
 * the audit's **own marks**: ``User-Agent: recsys-audit/<version>`` and an ``X-Request-Id`` starting with
@@ -63,7 +64,8 @@ JWKS = Cap("JWKS", 1 * MiB)  # a key set is a few KiB
 USER_AGENT = f"recsys-audit/{recsys_audit.__version__}"
 REQUEST_ID_PREFIX = "recsys-audit-"
 ACCEPT_ENCODING = "gzip, deflate"  # the codings inflated here (brotli/zstd are never asked for)
-_READ_CHUNK = 64 * KiB
+HEAD_ALLOWANCE = 64 * KiB  # status line, headers and chunk framing read beyond a body cap at most
+_MIN_READ = 1 * KiB
 
 
 def request_id() -> str:
@@ -81,6 +83,7 @@ def audit_headers() -> dict[str, str]:
 @dataclass
 class _Budget:
     deadline: float  # time.monotonic()
+    socket_limit: int  # reads are sized so that no more than this is taken from the socket (then the cap trips)
     socket_bytes: int = 0  # bytes received from the socket for this request (headers and raw body)
 
     def remaining(self) -> float:
@@ -105,8 +108,11 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = self._stream.read(max_bytes, _bounded_timeout(timeout, httpcore.ReadTimeout))
+        timeout = _bounded_timeout(timeout, httpcore.ReadTimeout)
         budget = _budget.get()
+        if budget is not None:
+            max_bytes = max(_MIN_READ, min(max_bytes, budget.socket_limit - budget.socket_bytes))
+        data = self._stream.read(max_bytes, timeout)
         if budget is not None:
             budget.socket_bytes += len(data)
         return data
@@ -254,7 +260,7 @@ def _read_body(response: httpx.Response, cap: Cap, budget: _Budget, where: str, 
         return CapExceeded(f"{where}: {cap.what} over {cap}{after}", budget.socket_bytes, decoded)
 
     try:
-        for raw in response.iter_raw(_READ_CHUNK):
+        for raw in response.iter_raw():
             raw_bytes += len(raw)
             if inflater is None:
                 decoded += len(raw)
@@ -283,8 +289,8 @@ def _read_body(response: httpx.Response, cap: Cap, budget: _Budget, where: str, 
 
 
 @contextmanager
-def _deadline(deadline_s: float) -> Iterator[_Budget]:
-    budget = _Budget(time.monotonic() + deadline_s)
+def _deadline(deadline_s: float, socket_limit: int) -> Iterator[_Budget]:
+    budget = _Budget(time.monotonic() + deadline_s, socket_limit)
     token = _budget.set(budget)
     try:
         yield budget
@@ -308,7 +314,7 @@ def fetch(
     ``shown_url`` is how errors name the URL (default: ``method url``)."""
     where = f"{method} {shown_url or url}"
     started = time.perf_counter()
-    with _deadline(deadline_s) as budget:
+    with _deadline(deadline_s, cap.max_bytes + HEAD_ALLOWANCE) as budget:
         try:
             built = http.build_request(method, url, headers={**audit_headers(), **(headers or {})}, **request)
             response = http.send(built, stream=True)
