@@ -225,3 +225,20 @@ def test_a_non_file_template_never_allows_file_artifacts(tmp_path: Path) -> None
     assert rooted.contains("https://cdn.example/blobs/a/b.json", tmp_path)
     assert not rooted.contains("https://cdn.example/blobs/../admin/x.json", tmp_path)
     assert json.dumps(str(rooted)) == '"https://cdn.example/blobs/"'
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("drip", r"RemoteDisconnected|IncompleteRead|BadStatusLine"),
+                                              ("huge", r"body over 8 MiB"), ("endless", r"body over 8 MiB")])  # fmt: skip
+def test_the_load_test_sender_is_bounded_in_bytes_and_time(
+    servers: dict[str, HostileServer], mode: Mode, reason: str
+) -> None:
+    from recsys_audit.probes.loadtest import recommend_sender
+
+    client = ServiceClient(service_params(servers[mode].url, 1.0))
+    sender = recommend_sender(client, "demo", "home", role="anonymous")
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match=reason):
+        sender(0)
+    assert time.monotonic() - started < 1.6
+    sender.close()
+    client.close()
