@@ -73,22 +73,24 @@ class Secret:
     def problem(self, roots: list[Path] | None = None) -> str | None:
         """Why this reference cannot be used, or None; ``roots``: the folders a ``file:`` secret must stay under."""
         if self.scheme == "env":
-            return None if os.environ.get(self.target) else f"environment variable {self.target} is not set"
-        path = self._path()
-        if roots is not None:
-            real = Path(os.path.realpath(path))
-            if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
-                shown = ", ".join(str(root) for root in roots)
-                return (
-                    f"secret file {path} is outside the params file's folder ({shown}) — move it there, or name "
-                    "its folder in a top-level 'secrets_root:'"
-                )
-        if not path.is_file():
-            return f"secret file {path} does not exist"
+            if not os.environ.get(self.target):
+                return f"environment variable {self.target} is not set"
+        else:
+            path = self._path()
+            if roots is not None:
+                real = Path(os.path.realpath(path))
+                if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+                    shown = ", ".join(str(root) for root in roots)
+                    return (
+                        f"secret file {path} is outside the params file's folder ({shown}) — move it there, or "
+                        "name its folder in a top-level 'secrets_root:'"
+                    )
+            if not path.is_file():
+                return f"secret file {path} does not exist"
         try:
             value = self._read()
         except (OSError, UnicodeDecodeError):
-            return f"secret file {path} is not readable UTF-8 text — check its permissions and content"
+            return f"secret file {self._path()} is not readable UTF-8 text — check its permissions and content"
         if _CONTROL.search(value.replace("\r\n", "").replace("\n", "") if self.multiline else value):
             kind = "a control character" if self.multiline else "a line break or control character"
             return f"the secret holds {kind} — store it as one line of printable text"
@@ -184,9 +186,9 @@ def _uri(schemes: tuple[str, ...], example: str) -> Callable[[str], str]:
         except ValueError:
             raise ValueError(f"not a URL — write it like {example}") from None
         if parts.scheme.lower() not in schemes:
-            wanted = ", ".join(f"{scheme}://" for scheme in schemes)
+            wanted = " or ".join(f"{scheme}://" for scheme in schemes)
             found = f"scheme {parts.scheme[:20]!r}" if parts.scheme else "no scheme"
-            raise ValueError(f"expected a {wanted} URL, found {found} — write it like {example}")
+            raise ValueError(f"expected a URL starting {wanted}, found {found} — write it like {example}")
         if parts.scheme.lower() != "file" and not parts.hostname:
             raise ValueError(f"the URL names no host — write it like {example}")
         if parts.username is not None or parts.password is not None:

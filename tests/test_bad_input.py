@@ -85,7 +85,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **ENV, "RA_BAD_INPUT_UNSET": ""},
+        env={**os.environ, **ENV, "RA_BAD_INPUT_UNSET": "", "RA_BAD_INPUT_TWO_LINES": f"Bearer-a\n{TWO_LINE_TAIL}"},
     )
 
 
@@ -105,6 +105,8 @@ CASES: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("wrong-date", document(deployment__last_backup_at="yesterday"), "deployment.last_backup_at", "valid datetime"),
     ("literal-secret", document(auth__credentials__viewer__bearer=CANARY_LITERAL_TOKEN),
      "auth.credentials.viewer.bearer", "'env:VARIABLE' or 'file:PATH'"),
+    ("two-line-env-secret", document(auth__credentials__viewer__bearer="env:RA_BAD_INPUT_TWO_LINES"),
+     "auth.credentials.viewer.bearer", "line break or control character"),
     ("unset-env-secret", document(auth__credentials__viewer__bearer="env:RA_BAD_INPUT_UNSET"),
      "auth.credentials.viewer.bearer", "export RA_BAD_INPUT_UNSET"),
     ("missing-secret-file", document(database__dsn="file:secrets/nope.dsn"), "database.dsn",
@@ -127,7 +129,7 @@ CASES: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("url-with-credentials", document(prometheus__url="http://admin:hunter2@127.0.0.1:9090"), "prometheus.url",
      "holds a secret in the file"),
     ("manifest-ftp", document(manifests__template="ftp://x/{tenant}/{surface}.json"), "manifests.template",
-     "file://, http://, https://, s3://"),
+     "file:// or http:// or https:// or s3://"),
     ("timeout-inf", document(target__timeout_s=float("inf")), "target.timeout_s", "finite number"),
     ("timeout-nan", document(target__timeout_s=float("nan")), "target.timeout_s", "finite number"),
     ("timeout-negative", document(restore_drill__timeout_s=-1), "restore_drill.timeout_s", "greater than 0"),

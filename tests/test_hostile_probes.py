@@ -227,8 +227,14 @@ def test_a_non_file_template_never_allows_file_artifacts(tmp_path: Path) -> None
     assert json.dumps(str(rooted)) == '"https://cdn.example/blobs/"'
 
 
-@pytest.mark.parametrize(("mode", "reason"), [("drip", r"RemoteDisconnected|IncompleteRead|BadStatusLine"),
-                                              ("huge", r"body over 8 MiB"), ("endless", r"body over 8 MiB")])  # fmt: skip
+LOAD_TEST_CUTS = [
+    ("drip", r"RemoteDisconnected|IncompleteRead|BadStatusLine"),
+    ("huge", r"body over 8 MiB"),
+    ("endless", r"body over 8 MiB"),
+]
+
+
+@pytest.mark.parametrize(("mode", "reason"), LOAD_TEST_CUTS)
 def test_the_load_test_sender_is_bounded_in_bytes_and_time(
     servers: dict[str, HostileServer], mode: Mode, reason: str
 ) -> None:

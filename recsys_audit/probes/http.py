@@ -322,6 +322,8 @@ def fetch(
                 body = _read_body(response, cap, budget, where, deadline_s) if method != "HEAD" else b""
             finally:
                 response.close()
+        except UnicodeError:  # a header value httpx cannot encode: say so without quoting it
+            raise ProbeError(f"{where}: a header value is not ASCII text (credential or header in params)") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             if budget.remaining() <= 0:
                 raise ProbeError(f"{where}: no complete answer within {deadline_s:g} s") from None
