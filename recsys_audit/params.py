@@ -331,6 +331,13 @@ class ManifestParams(Model):
     )
     s3: S3Params = Field(default_factory=S3Params)
 
+    @model_validator(mode="after")
+    def _file_artifacts_need_a_file_template(self) -> ManifestParams:
+        root, template = (self.artifact_root or "").lower(), (self.template or "").lower()
+        if root.startswith("file:") and template and not template.startswith("file:"):
+            raise ValueError("artifact_root may be file:// only when the template is file:// — name the bucket or host")
+        return self
+
 
 class ConfigSource(Model):
     kind: Literal["env_file", "helm_values", "compose"]

@@ -130,6 +130,8 @@ CASES: list[tuple[str, dict[str, Any] | str, str, str]] = [
      "holds a secret in the file"),
     ("manifest-ftp", document(manifests__template="ftp://x/{tenant}/{surface}.json"), "manifests.template",
      "file:// or http:// or https:// or s3://"),
+    ("file-artifacts-for-s3", document(manifests={"template": "s3://b/{tenant}/{surface}.json",
+     "artifact_root": "file:///srv/blobs/"}), "manifests", "file:// only when the template is file://"),
     ("timeout-inf", document(target__timeout_s=float("inf")), "target.timeout_s", "finite number"),
     ("timeout-nan", document(target__timeout_s=float("nan")), "target.timeout_s", "finite number"),
     ("timeout-negative", document(restore_drill__timeout_s=-1), "restore_drill.timeout_s", "greater than 0"),

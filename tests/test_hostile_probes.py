@@ -213,7 +213,11 @@ def test_file_manifest_artifacts_stay_under_the_registry_folder(tmp_path: Path, 
 def test_a_non_file_template_never_allows_file_artifacts(tmp_path: Path) -> None:
     with pytest.raises(ProbeError, match="file:// artifacts are allowed only with a file:// template"):
         artifact_scope("s3://bucket/registry/current/{tenant}/{surface}/manifest.json", "file:///srv/blobs", tmp_path)
-    scope = artifact_scope("s3://bucket/registry/current/{tenant}/{surface}/manifest.json", None, tmp_path)
+    template = "s3://bucket/registry/current/{tenant}/{surface}/manifest.json"
+    manifests = uri_scope(template, tmp_path)
+    assert manifests.contains("s3://bucket/registry/current/demo/home/manifest.json", tmp_path)
+    assert not manifests.contains("s3://bucket/registry/other/demo/home/manifest.json", tmp_path)
+    scope = artifact_scope(template, None, tmp_path)
     assert scope.contains("s3://bucket/demo/home/popularity/x.json", tmp_path)
     assert not scope.contains("s3://other/demo/home/popularity/x.json", tmp_path)
     assert not scope.contains("file:///etc/passwd", tmp_path)

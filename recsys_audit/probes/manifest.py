@@ -76,13 +76,16 @@ class UriScope:
         if parsed.netloc.lower() != self.authority:
             return False
         path = unquote(parsed.path)
-        if scheme != "s3":
-            path = posixpath.normpath(path or "/") + ("/" if path.endswith("/") else "")
+        if scheme == "s3":  # keys are literal: no '..' to resolve
+            return path.lstrip("/").startswith(self.prefix)
+        path = posixpath.normpath(path or "/") + ("/" if path.endswith("/") else "")
         return path.startswith(self.prefix)
 
     def __str__(self) -> str:
         if self.scheme == "file":
             return f"file://{self.prefix}/"
+        if self.scheme == "s3":
+            return f"s3://{self.authority}/{self.prefix}"
         return f"{self.scheme}://{self.authority}{self.prefix}"
 
 
