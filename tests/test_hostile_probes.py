@@ -232,7 +232,8 @@ def test_a_non_file_template_never_allows_file_artifacts(tmp_path: Path) -> None
 
 
 LOAD_TEST_CUTS = [
-    ("drip", r"RemoteDisconnected|IncompleteRead|BadStatusLine|ConnectionResetError|BrokenPipeError"),
+    # cut by the watchdog (how the cut surfaces depends on timing) or by the socket timeout itself
+    ("drip", r"RemoteDisconnected|IncompleteRead|BadStatusLine|ConnectionResetError|BrokenPipeError|TimeoutError"),
     ("huge", r"body over 8 MiB"),
     ("endless", r"body over 8 MiB"),
 ]
@@ -249,6 +250,6 @@ def test_the_load_test_sender_is_bounded_in_bytes_and_time(
     started = time.monotonic()
     with pytest.raises(ProbeError, match=reason):
         sender(0)
-    assert time.monotonic() - started < 1.6
+    assert time.monotonic() - started < 2.5, "the drip would take about 100 s"
     sender.close()
     client.close()
