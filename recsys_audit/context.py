@@ -97,17 +97,41 @@ class AuditContext:
 
     @property
     def manifests(self) -> ObjectStore:
-        """Read-only access to manifests and artifacts (file://, http(s)://, s3://)."""
-        from recsys_audit.probes.manifest import ObjectStore
+        """Read-only access to manifests and artifacts (file://, http(s)://, s3://), confined to the locations the
+        params (or, without a template there, the deployment config) name."""
+        from recsys_audit.probes.manifest import ObjectStore, artifact_scope, uri_scope
 
-        target = self.params.target
-        verify: bool | str = str(self.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
-        return self.memo(
-            "probe:manifests",
-            lambda: ObjectStore(
-                self.params.manifests.s3, file_root=self.params.base_dir, timeout_s=target.timeout_s, verify=verify
-            ),
-        )
+        def open_store() -> ObjectStore:
+            params, target = self.params, self.params.target
+            verify: bool | str = str(params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
+            template = params.manifests.template or self._configured_manifest_template()
+            scopes, artifacts = [], None
+            if template:
+                artifacts = artifact_scope(template, params.manifests.artifact_root, params.base_dir)
+                scopes = [uri_scope(template, params.base_dir), artifacts]
+            if params.manifests.previous_template:
+                scopes.append(uri_scope(params.manifests.previous_template, params.base_dir))
+            return ObjectStore(
+                params.manifests.s3,
+                file_root=params.base_dir,
+                timeout_s=target.timeout_s,
+                verify=verify,
+                scopes=scopes,
+                artifact_scope=artifacts,
+            )
+
+        return self.memo("probe:manifests", open_store)
+
+    def _configured_manifest_template(self) -> str | None:
+        """RECSYS_ARTIFACT_MANIFEST_TEMPLATE from the deployment config (s3/http(s) only: a file path there is the
+        service's own, not the auditor's)."""
+        from urllib.parse import urlparse
+
+        try:
+            template = self.config.value("RECSYS_ARTIFACT_MANIFEST_TEMPLATE")
+        except ProbeError:
+            return None
+        return template if template and urlparse(template).scheme in {"s3", "http", "https"} else None
 
     def close(self) -> None:
         for value in self._memo.values():

@@ -17,7 +17,7 @@ from recsys_audit.display import finding_html, findings_table_html
 from recsys_audit.findings import Finding, Outcome, Status, append_finding, errored
 from recsys_audit.params import Params, ParamsError, load_params
 from recsys_audit.probes import ProbeError
-from recsys_audit.redaction import redact_text
+from recsys_audit.redaction import describe_exception, redact_outcome, redact_text
 
 
 def find_params(env: str, params_path: str = "") -> Path:
@@ -57,16 +57,17 @@ class SectionRun:
             if not isinstance(outcome, Outcome):
                 outcome = errored(f"check returned {type(outcome).__name__}, not an Outcome")
         except (ProbeError, ParamsError) as exc:
-            outcome = errored(redact_text(str(exc)).splitlines()[0])
+            outcome = errored((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         except Exception as exc:  # a check bug must not stop the section: it is an error finding
-            outcome = errored(redact_text(f"{type(exc).__name__}: {exc}").splitlines()[0][:300])
+            outcome = errored(describe_exception(exc))
+        outcome = redact_outcome(outcome)  # before anything is shown or written
         finding = Finding(
             id=check.id,
             section=check.section,
             title=check.title,
             severity=check.severity,
             status=outcome.status,
-            summary=redact_text(outcome.summary),
+            summary=outcome.summary,
             evidence=outcome.evidence,
             remediation=check.remediation,
             reference=check.reference,

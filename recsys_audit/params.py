@@ -1,19 +1,34 @@
 """Environment profiles: ``params/<env>.yaml`` -> a validated :class:`Params` model.
 
 Secrets are never written in the file: they are references (``env:NAME`` or ``file:PATH``) that become
-:class:`Secret` objects. A reference is checked when the file loads (the variable is set, the file exists) and read
-only when a probe needs it; a ``Secret`` prints as ``***``. Relative paths are relative to the params file.
+:class:`Secret` objects, resolved when the file loads (the variable is set; the file exists under the params file's
+folder or ``secrets_root``; the value is one line) and registered with the redaction module; a ``Secret`` prints as
+``***``. Relative paths are relative to the params file. Values that end up in a request line, a header or a path
+(URLs, header names and values, tenant ids, the environment name, timeouts) are checked at load too, and every
+problem of a file is reported in one pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from recsys_audit.redaction import MASK, register_secret
 
@@ -25,17 +40,23 @@ class ParamsError(Exception):
 
 
 class Secret:
-    """A lazily resolved secret reference. ``str()`` and ``repr()`` never show the value."""
+    """A secret reference. ``str()`` and ``repr()`` never show the value.
 
-    __slots__ = ("_base", "_value", "ref")
+    Loading a params file resolves every reference once (the variable is set, the file exists under an allowed
+    root, the value is one line) and registers the value with the redaction module, so that it is masked everywhere
+    from then on. ``multiline`` allows line breaks (PEM keys, which are never sent in a header).
+    """
 
-    def __init__(self, ref: str, base: Path | None = None) -> None:
+    __slots__ = ("_base", "_value", "multiline", "ref")
+
+    def __init__(self, ref: str, base: Path | None = None, *, multiline: bool = False) -> None:
         scheme, _, target = ref.partition(":")
         if scheme not in {"env", "file"} or not target:
             raise ValueError("a secret must be a reference, 'env:VARIABLE' or 'file:PATH' — never the value itself")
         self.ref = ref
         self._base = base
         self._value: str | None = None
+        self.multiline = multiline
 
     @property
     def scheme(self) -> str:
@@ -49,20 +70,42 @@ class Secret:
         path = Path(self.target).expanduser()
         return path if path.is_absolute() or self._base is None else self._base / path
 
-    def problem(self) -> str | None:
-        """Why this reference cannot be resolved, or None."""
+    def problem(self, roots: list[Path] | None = None) -> str | None:
+        """Why this reference cannot be used, or None; ``roots``: the folders a ``file:`` secret must stay under."""
         if self.scheme == "env":
-            return None if os.environ.get(self.target) else f"environment variable {self.target} is not set"
-        path = self._path()
-        return None if path.is_file() else f"secret file {path} does not exist"
+            if not os.environ.get(self.target):
+                return f"environment variable {self.target} is not set"
+        else:
+            path = self._path()
+            if roots is not None:
+                real = Path(os.path.realpath(path))
+                if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+                    shown = ", ".join(str(root) for root in roots)
+                    return (
+                        f"secret file {path} is outside the params file's folder ({shown}) — move it there, or "
+                        "name its folder in a top-level 'secrets_root:'"
+                    )
+            if not path.is_file():
+                return f"secret file {path} does not exist"
+        try:
+            value = self._read()
+        except (OSError, UnicodeDecodeError):
+            return f"secret file {self._path()} is not readable UTF-8 text — check its permissions and content"
+        if _CONTROL.search(value.replace("\r\n", "").replace("\n", "") if self.multiline else value):
+            kind = "a control character" if self.multiline else "a line break or control character"
+            return f"the secret holds {kind} — store it as one line of printable text"
+        return None
+
+    def _read(self) -> str:
+        raw = os.environ[self.target] if self.scheme == "env" else self._path().read_text(encoding="utf-8")
+        return raw.strip()
 
     def reveal(self) -> str:
         if self._value is None:
             problem = self.problem()
             if problem:
                 raise ParamsError(f"secret {self.ref}: {problem}")
-            raw = os.environ[self.target] if self.scheme == "env" else self._path().read_text(encoding="utf-8")
-            self._value = raw.strip()
+            self._value = self._read()
             register_secret(self._value)
         return self._value
 
@@ -79,19 +122,98 @@ class Secret:
         return hash(self.ref)
 
 
-def _to_secret(value: Any) -> Any:
+def _to_secret(value: Any, info: ValidationInfo, multiline: bool = False) -> Any:
+    """A reference -> :class:`Secret`; when loading a file (``info.context``), it is resolved and checked here, so
+    that its problems are listed with every other problem of the file."""
     if isinstance(value, Secret) or value is None:
         return value
     if not isinstance(value, str):
         raise ValueError("a secret must be a string reference 'env:VARIABLE' or 'file:PATH'")
-    return Secret(value)
+    secret = Secret(value, multiline=multiline)
+    context = info.context or {}
+    if "base_dir" in context:
+        secret._base = context["base_dir"]
+    if context.get("resolve"):
+        problem = secret.problem(context["secret_roots"])
+        if problem:
+            fix = ""
+            if secret.scheme == "env" and problem.endswith("is not set"):
+                fix = f"export {secret.target}"
+            elif problem.endswith("does not exist"):
+                fix = "create the file or correct the path"
+            raise ValueError(problem + (f" — {fix}" if fix else ""))
+        secret.reveal()
+    return secret
 
 
 SecretRef = Annotated[Any, BeforeValidator(_to_secret)]
+# A PEM block: line breaks allowed (it signs tokens in memory and is never sent as a header).
+PemSecretRef = Annotated[Any, BeforeValidator(lambda value, info: _to_secret(value, info, multiline=True))]
+
+
+# --- values that reach a request line, a header or a path: checked when the file loads ---------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("holds a line break or control character — remove it")
+    return value
+
+
+def _header_value(value: str) -> str:
+    _no_control(value)
+    if not value.isascii():
+        raise ValueError("an HTTP header value must be ASCII text — remove the other characters")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError("not a valid HTTP header name — use letters, digits and '-' (e.g. X-Org-Id)")
+    return value
+
+
+def _uri(schemes: tuple[str, ...], example: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if _CONTROL.search(value) or any(char.isspace() for char in value):
+            raise ValueError("a URL may not hold spaces, line breaks or control characters — remove them")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"not a URL — write it like {example}") from None
+        if parts.scheme.lower() not in schemes:
+            wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+            found = f"scheme {parts.scheme[:20]!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"expected a URL starting {wanted}, found {found} — write it like {example}")
+        if parts.scheme.lower() != "file" and not parts.hostname:
+            raise ValueError(f"the URL names no host — write it like {example}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("a URL with credentials holds a secret in the file — remove them and use a secret field")
+        return value
+
+    return check
+
+
+HttpUrl = Annotated[str, AfterValidator(_uri(("http", "https"), "https://recsys.example.com"))]
+ManifestUri = Annotated[
+    str,
+    AfterValidator(
+        _uri(("file", "http", "https", "s3"), "s3://bucket/registry/current/{tenant}/{surface}/manifest.json")
+    ),
+]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+Text = Annotated[str, AfterValidator(_no_control)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False)
+    # Floats are finite: a timeout of .inf or .nan never reaches a probe.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False, allow_inf_nan=False)
 
 
 # --- who the auditor is on the target --------------------------------------------------------------------------
@@ -102,7 +224,9 @@ class Credential(Model):
 
     bearer: SecretRef = None
     api_key: SecretRef = None
-    headers: dict[str, str] = Field(default_factory=dict, description="non-secret headers, e.g. X-Dev-User-Id")
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict, description="non-secret headers, e.g. X-Dev-User-Id"
+    )
 
     @model_validator(mode="after")
     def _one_needed(self) -> Credential:
@@ -121,18 +245,18 @@ class Credentials(Model):
 class OtherTenant(Model):
     """An identity of a second tenant, used to prove that tenants are isolated."""
 
-    tenant: str
+    tenant: HeaderValue
     credential: Credential | None = None
 
 
 class JwtParams(Model):
-    jwks_url: str | None = None
+    jwks_url: HttpUrl | None = None
     issuer: str | None = None
     audience: str | None = None
     tenant_claim: str = "tenant_id"
     role_claim: str = "roles"
     # Private key trusted by the target, for negative probes on non-production targets only.
-    signing_key: SecretRef = None
+    signing_key: PemSecretRef = None
     signing_kid: str | None = None
     ca_bundle: str | None = Field(None, description="CA bundle to verify the JWKS endpoint's TLS certificate")
     allow_signing_in_production: bool = Field(
@@ -144,10 +268,10 @@ class AuthParams(Model):
     mechanisms: list[Literal["jwt", "api_key"]] = Field(default_factory=list)
     tenant_source: Literal["claims", "header", "claims+header"] | None = None
     tenant_source_documented_at: str | None = None
-    tenant_header: str = "X-Org-Id"
-    api_key_header: str = "X-API-Key"
-    dev_user_header: str = "X-Dev-User-Id"
-    dev_tenant_header: str = "X-Dev-Org-Id"
+    tenant_header: HeaderName = "X-Org-Id"
+    api_key_header: HeaderName = "X-API-Key"
+    dev_user_header: HeaderName = "X-Dev-User-Id"
+    dev_tenant_header: HeaderName = "X-Dev-Org-Id"
     jwt: JwtParams = Field(default_factory=JwtParams)
     credentials: Credentials = Field(default_factory=Credentials)
     other_tenant: OtherTenant | None = None
@@ -158,15 +282,17 @@ class AuthParams(Model):
 
 
 class TenantParams(Model):
-    id: str = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
-    surfaces: list[str] = Field(min_length=1)
+    id: HeaderValue = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
+    surfaces: list[Text] = Field(min_length=1)
     serving_mode: Literal["db_only", "artifact"] | None = None
     mode_documented_at: str | None = None
 
 
 class TargetParams(Model):
-    base_url: str
-    timeout_s: float = Field(5.0, gt=0)
+    base_url: HttpUrl
+    timeout_s: float = Field(
+        5.0, gt=0, le=600, description="every request's deadline: connect, headers and body together (seconds)"
+    )
     verify_tls: bool = True
     ca_bundle: str | None = None
     behind_proxy: bool = False
@@ -174,7 +300,7 @@ class TargetParams(Model):
 
 
 class PrometheusParams(Model):
-    url: str | None = None
+    url: HttpUrl | None = None
     job: str | None = Field(None, description="scrape job of the service; default: any target with recsys metrics")
     rules_files: list[str] = Field(default_factory=list)
 
@@ -188,16 +314,30 @@ class DatabaseParams(Model):
 
 
 class S3Params(Model):
-    endpoint: str | None = None
+    endpoint: HttpUrl | None = None
     region: str | None = None
     access_key: SecretRef = None
     secret_key: SecretRef = None
 
 
 class ManifestParams(Model):
-    template: str | None = Field(None, description="URI with {tenant} and {surface}: file://, http(s)://, s3://")
-    previous_template: str | None = Field(None, description="where known-good previous manifests are retained")
+    template: ManifestUri | None = Field(
+        None, description="URI with {tenant} and {surface}: file://, http(s)://, s3://"
+    )
+    previous_template: ManifestUri | None = Field(None, description="where known-good previous manifests are retained")
+    artifact_root: ManifestUri | None = Field(
+        None,
+        description="URI prefix every artifact a manifest names must start with; default: the template's bucket "
+        "(s3), origin (http/https) or registry folder (file: the parent of the template's fixed folder)",
+    )
     s3: S3Params = Field(default_factory=S3Params)
+
+    @model_validator(mode="after")
+    def _file_artifacts_need_a_file_template(self) -> ManifestParams:
+        root, template = (self.artifact_root or "").lower(), (self.template or "").lower()
+        if root.startswith("file:") and template and not template.startswith("file:"):
+            raise ValueError("artifact_root may be file:// only when the template is file:// — name the bucket or host")
+        return self
 
 
 class ConfigSource(Model):
@@ -278,8 +418,17 @@ class Attestation(Model):
     note: str = ""
 
 
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            "must be a short name of letters, digits, '.', '_' or '-' starting with a letter or digit (it names the "
+            "run folder) — e.g. staging or prod-eu"
+        )
+    return value
+
+
 class EnvironmentParams(Model):
-    name: str
+    name: Annotated[str, AfterValidator(_slug)]
     owner: str | None = Field(None, description="who owns the environment (may not sign its audit)")
     allow_owner_signoff: bool = False
     allowed_signers: str | None = Field(
@@ -296,11 +445,16 @@ class Params(Model):
         "(this file wins), lists are concatenated; relative paths in a fragment resolve against this file. Meant "
         "for facts that age, kept apart from a committed file (attestations, deployment timestamps).",
     )
+    secrets_root: str | None = Field(
+        None,
+        description="a folder outside the params file's folder that file: secrets may also come from (relative to "
+        "this file); file: secrets anywhere else are refused",
+    )
     environment: EnvironmentParams
     target: TargetParams
     auth: AuthParams = Field(default_factory=AuthParams)
     tenants: list[TenantParams] = Field(min_length=1)
-    metrics_url: str | None = Field(None, description="default: <base_url>/metrics")
+    metrics_url: HttpUrl | None = Field(None, description="default: <base_url>/metrics")
     prometheus: PrometheusParams = Field(default_factory=PrometheusParams)
     database: DatabaseParams = Field(default_factory=DatabaseParams)
     manifests: ManifestParams = Field(default_factory=ManifestParams)
@@ -350,7 +504,8 @@ def walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
 def _field_path(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = str(part)[:80]
+        text += f"[{name}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text or "(top level)"
 
 
@@ -378,26 +533,26 @@ def load_params(path: str | Path, *, resolve_secrets: bool = True) -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of fields at the top level, found {type(raw).__name__}")
     raw = _with_includes(path, raw)
+    base_dir = path.resolve().parent
+    roots, lines = [base_dir], []
+    secrets_root = raw.get("secrets_root")
+    if resolve_secrets and isinstance(secrets_root, str) and secrets_root:
+        root = base_dir / Path(secrets_root).expanduser()
+        if root.is_dir():
+            roots.append(root.resolve())
+        else:
+            lines.append(f"{path}: secrets_root: {root} is not a folder — create it or correct the path")
     try:
-        params = Params.model_validate(raw)
+        params = Params.model_validate(
+            raw, context={"base_dir": base_dir, "secret_roots": roots, "resolve": resolve_secrets}
+        )
     except ValidationError as exc:
-        lines = []
         for error in exc.errors():
             fix = _FIXES.get(error["type"], "")
             lines.append(f"{path}: {_field_path(error['loc'])}: {error['msg']}" + (f" — {fix}" if fix else ""))
-        raise ParamsError("\n".join(lines)) from None
+    if lines:  # one problem per line: a control character from the file is shown escaped
+        raise ParamsError("\n".join(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines))
     params.source = path.resolve()
-    if not resolve_secrets:
-        return params
-    problems = []
-    for field_path, secret in walk_secrets(params):
-        secret._base = params.base_dir
-        problem = secret.problem()
-        if problem:
-            fix = f"export {secret.target}" if secret.scheme == "env" else "create the file or correct the path"
-            problems.append(f"{path}: {field_path}: {problem} — {fix}")
-    if problems:
-        raise ParamsError("\n".join(problems))
     return params
 
 

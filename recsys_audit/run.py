@@ -114,6 +114,8 @@ def _select_sections(catalog: list[Section], wanted: Sequence[int] | None) -> li
 def _new_run_dir(out_dir: Path, env: str, started_at: dt.datetime, run_id: str | None = None) -> Path:
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     parent = out_dir / rundir.env_folder(env)
+    if parent.resolve().parent != out_dir.resolve():
+        raise UsageError(f"environment name {env!r} would write outside {out_dir} — use a plain name like staging")
     parent.mkdir(parents=True, exist_ok=True)
     if run_id is not None:  # given by the run store (a retried trigger keeps its run id)
         try:

@@ -57,7 +57,7 @@ class MissingEntry(RunDirError):
 
 def env_folder(env: str) -> str:
     """The folder name of an environment under the audits root."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", env) or "env"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", env).lstrip(".") or "env"  # never '..' or a hidden folder
 
 
 # --- entries ---------------------------------------------------------------------------------------------------

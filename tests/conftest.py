@@ -58,6 +58,20 @@ def fake_audit(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     close_all()
 
 
+@pytest.fixture(autouse=True)
+def _own_redaction_registry() -> Iterator[None]:
+    """Secrets registered during a test (property tests register thousands of random ones) are forgotten after it,
+    so that no test masks or slows another's output."""
+    from recsys_audit import redaction
+
+    saved = set(redaction._known_forms)
+    yield
+    if redaction._known_forms != saved:
+        redaction._known_forms.clear()
+        redaction._known_forms.update(saved)
+        redaction._pattern = None
+
+
 @pytest.fixture(scope="session")
 def sandbox_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="recsys-sandboxes-"))

@@ -8,12 +8,15 @@ the property tests throw generated documents at the params loader and the config
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -24,6 +27,7 @@ from recsys_audit.params import ConfigSource, ParamsError, load_params
 from recsys_audit.probes.config import ConfigSourceError, ConfigView, parse_env_file, read_source
 
 CANARY_LITERAL_TOKEN = "literal-bearer-value-d41d8cd98f00b204e9800998ecf8427e"
+TWO_LINE_TAIL = "second-line-of-a-secret-9b74c9897bac770ffc029102a200c5de"
 VALID: dict[str, Any] = {
     "environment": {"name": "staging"},
     "target": {"base_url": "https://recsys.staging.example", "timeout_s": 5},
@@ -65,6 +69,7 @@ def document(**changes: Any) -> dict[str, Any]:
 def params_dir(tmp_path: Path) -> Path:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "auditor.dsn").write_text("postgresql://auditor@127.0.0.1:1/recsys\n")
+    (tmp_path / "secrets" / "two-line.dsn").write_text(f"postgresql://auditor@127.0.0.1:1/recsys\n{TWO_LINE_TAIL}\n")
     return tmp_path
 
 
@@ -80,7 +85,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **ENV, "RA_BAD_INPUT_UNSET": ""},
+        env={**os.environ, **ENV, "RA_BAD_INPUT_UNSET": "", "RA_BAD_INPUT_TWO_LINES": f"Bearer-a\n{TWO_LINE_TAIL}"},
     )
 
 
@@ -100,6 +105,8 @@ CASES: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("wrong-date", document(deployment__last_backup_at="yesterday"), "deployment.last_backup_at", "valid datetime"),
     ("literal-secret", document(auth__credentials__viewer__bearer=CANARY_LITERAL_TOKEN),
      "auth.credentials.viewer.bearer", "'env:VARIABLE' or 'file:PATH'"),
+    ("two-line-env-secret", document(auth__credentials__viewer__bearer="env:RA_BAD_INPUT_TWO_LINES"),
+     "auth.credentials.viewer.bearer", "line break or control character"),
     ("unset-env-secret", document(auth__credentials__viewer__bearer="env:RA_BAD_INPUT_UNSET"),
      "auth.credentials.viewer.bearer", "export RA_BAD_INPUT_UNSET"),
     ("missing-secret-file", document(database__dsn="file:secrets/nope.dsn"), "database.dsn",
@@ -108,6 +115,32 @@ CASES: list[tuple[str, dict[str, Any] | str, str, str]] = [
      "give 'bearer: env:VAR'"),
     ("top-level-list", "- environment\n- target\n", "top level", "expected a mapping"),
     ("empty-file", "", "top level", "expected a mapping"),
+    ("secret-outside-folder", document(database__dsn="file:/etc/passwd"), "database.dsn",
+     "name its folder in a top-level 'secrets_root:'"),
+    ("secret-dot-dot", document(database__dsn="file:../../../../etc/passwd"), "database.dsn", "outside"),
+    ("missing-secrets-root", document(secrets_root="no-such-folder"), "secrets_root", "is not a folder"),
+    ("two-line-secret", document(database__dsn="file:secrets/two-line.dsn"), "database.dsn",
+     "store it as one line of printable text"),
+    ("env-name-dot-dot", document(environment__name=".."), "environment.name", "e.g. staging"),
+    ("env-name-slash", document(environment__name="a/b"), "environment.name", "e.g. staging"),
+    ("base-url-javascript", document(target__base_url="javascript:alert(1)"), "target.base_url",
+     "found scheme 'javascript'"),
+    ("base-url-no-host", document(target__base_url="https:///x"), "target.base_url", "names no host"),
+    ("url-with-credentials", document(prometheus__url="http://admin:hunter2@127.0.0.1:9090"), "prometheus.url",
+     "holds a secret in the file"),
+    ("manifest-ftp", document(manifests__template="ftp://x/{tenant}/{surface}.json"), "manifests.template",
+     "file:// or http:// or https:// or s3://"),
+    ("file-artifacts-for-s3", document(manifests={"template": "s3://b/{tenant}/{surface}.json",
+     "artifact_root": "file:///srv/blobs/"}), "manifests", "file:// only when the template is file://"),
+    ("timeout-inf", document(target__timeout_s=float("inf")), "target.timeout_s", "finite number"),
+    ("timeout-nan", document(target__timeout_s=float("nan")), "target.timeout_s", "finite number"),
+    ("timeout-negative", document(restore_drill__timeout_s=-1), "restore_drill.timeout_s", "greater than 0"),
+    ("header-name-crlf", document(auth__credentials__viewer__headers={"X-A\r\nInjected": "v"}),
+     "auth.credentials.viewer.headers.X-A\\r\\nInjected", "not a valid HTTP header name"),
+    ("header-value-lf", document(auth__credentials__viewer__headers={"X-Dev-User-Id": "a\nInjected: 1"}),
+     "auth.credentials.viewer.headers.X-Dev-User-Id", "line break or control character"),
+    ("tenant-header-space", document(auth__tenant_header="X Org"), "auth.tenant_header", "header name"),
+    ("tenant-id-newline", document(tenants__0__id="acme\nX: 1"), "tenants[0].id", "line break"),
 ]  # fmt: skip
 
 
@@ -125,6 +158,7 @@ def test_bad_params_file_exit_2_names_file_field_and_fix(
     assert lines[0].startswith("recsys-audit: ") and str(path) in lines[0], lines[0]
     assert field in lines[0] and fix in lines[0], lines[0]
     assert CANARY_LITERAL_TOKEN not in result.stderr, "a literal secret must never be echoed back"
+    assert TWO_LINE_TAIL not in result.stderr and "root:x:0" not in result.stderr, "a secret file is never quoted"
     assert not (params_dir / "audits").exists(), "nothing may start on bad params"
 
 
@@ -234,6 +268,69 @@ def test_params_loader_raises_only_params_error_on_mutated_documents(changes: di
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+# Values that reach a request line, a header or a path: awkward on purpose (control characters, traversal, schemes).
+nasty_text = st.text(max_size=40) | st.sampled_from(
+    ["..", ".", "../x", "a/b", "a\r\nb", "X-A\nB", "\x00", "ok-name", "X-Org-Id", "a b", "\u2028", "ä"]
+)
+urls = st.builds(
+    "{}{}{}".format,
+    st.sampled_from(["http://", "https://", "s3://", "file://", "javascript:", "ftp://", "", "HTTP://", "http:"]),
+    st.sampled_from(["127.0.0.1:9090", "user:pw@h", "[::1]:80", "h:99999", "", "h o", "h\r\n", "x.example"]),
+    st.sampled_from(["", "/", "/{tenant}/{surface}.json", "/a b", "/\x7f"]),
+) | st.text(max_size=30)
+timeouts = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**9) | st.text(max_size=5)
+header_maps = st.dictionaries(nasty_text, nasty_text | st.integers(), max_size=3)
+TARGETED = {
+    "environment__name": nasty_text,
+    "target__base_url": urls,
+    "metrics_url": urls,
+    "prometheus__url": urls,
+    "auth__jwt__jwks_url": urls,
+    "manifests__template": urls,
+    "manifests__artifact_root": urls,
+    "manifests__s3__endpoint": urls,
+    "target__timeout_s": timeouts,
+    "restore_drill__timeout_s": timeouts,
+    "load_test__max_seconds": timeouts,
+    "auth__tenant_header": nasty_text,
+    "auth__api_key_header": nasty_text,
+    "auth__credentials__viewer__headers": header_maps,
+    "tenants__0__id": nasty_text,
+    "secrets_root": nasty_text,
+    "database__dsn": st.sampled_from(["file:../x", "file:/etc/passwd", "file:secrets/two-line.dsn", "env:"]),
+}
+
+
+@PROPERTY_SETTINGS
+@given(changes=st.fixed_dictionaries({}, optional=TARGETED))
+def test_params_loader_checks_names_urls_timeouts_and_headers(params_dir: Path, changes: dict[str, Any]) -> None:
+    """Only the kit's error; and whatever loads is safe to use: a slug, http(s) URLs, finite positive timeouts,
+    header names and values without line breaks."""
+    path = write_params(params_dir, yaml.safe_dump(document(**changes), allow_unicode=True))
+    old = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
+    try:
+        params = load_params(path)
+    except ParamsError as exc:
+        assert str(path) in str(exc) and "Traceback" not in str(exc)
+        assert all(line.startswith(f"{path}: ") for line in str(exc).splitlines()), str(exc)
+        return
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", params.environment.name)
+    for url in (params.target.base_url, params.resolved_metrics_url, params.prometheus.url, params.auth.jwt.jwks_url):
+        assert url is None or (urlsplit(url).scheme.lower() in {"http", "https"} and urlsplit(url).hostname), url
+    for seconds in (params.target.timeout_s, params.restore_drill.timeout_s, params.load_test.max_seconds):
+        assert math.isfinite(seconds) and seconds > 0
+    viewer = params.auth.credentials.viewer
+    sent = {params.auth.tenant_header: params.tenants[0].id, **(viewer.headers if viewer else {})}
+    assert all(not re.search(r"[\x00-\x1f\x7f]", name + value) for name, value in sent.items()), sent
 
 
 @PROPERTY_SETTINGS

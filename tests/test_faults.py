@@ -93,7 +93,7 @@ GROUPS: dict[str, Group] = {
             Fault(
                 "service accepts and never answers",
                 tuple(
-                    error(check, r"no answer in time")
+                    error(check, r"no complete answer within \d+ s")
                     for check in ("obs.health-endpoints", "obs.detailed-health-private", "obs.metrics-series")
                 ),
             ),
@@ -121,7 +121,7 @@ GROUPS: dict[str, Group] = {
             Fault(
                 "answers slower than the timeout",
                 tuple(
-                    error(check, r"no answer in time")
+                    error(check, r"no complete answer within \d+ s")
                     for check in ("rollout.audit-route", "rollout.response-versions", "rollout.request-traceable")
                 ),
             ),
@@ -235,10 +235,16 @@ def _write_manifests(folder: Path, instance: SandboxInstance, content: str | Non
     return f"file://{folder}/{{tenant}}/{{surface}}/manifest.json"
 
 
+def _moved_manifests(template: str, instance: SandboxInstance) -> Change:
+    """Point the params at moved manifests; the artifacts stay in the instance's registry (named explicitly)."""
+    blobs = f"file://{instance.directory / 'registry' / 'blobs'}/"
+    return lambda d: d["manifests"].update(template=template, artifact_root=blobs)
+
+
 @contextlib.contextmanager
 def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[tuple[list[Change], dict[str, Any]]]:
     """The params changes of a group's faults, with the servers, files and locks they need (undone on exit)."""
-    changes: list[Change] = []
+    changes: list[Change] = [lambda d: d.update(secrets_root=str(scratch))]  # the faulty secrets live there
     facts: dict[str, Any] = {}
     auditor_dsn = (instance.directory / "secrets" / "auditor.dsn").read_text(encoding="utf-8").strip()
     with contextlib.ExitStack() as stack:
@@ -258,6 +264,7 @@ def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[t
                 _point_service_at(server.url),
                 lambda d: d["database"].update(dsn=f"file:{scratch / 'intruder.dsn'}"),
                 _manifests_served_from(template, scratch),
+                _moved_manifests(template, instance),
             ]
         elif group == "slow":
             proxy = stack.enter_context(FaultProxy(instance.base_url, "slow", delay_s=3 * TARGET_TIMEOUT_S))
@@ -270,6 +277,7 @@ def injected(group: str, instance: SandboxInstance, scratch: Path) -> Iterator[t
                 _point_service_at(proxy.url),
                 lambda d: d["database"].update(statement_timeout_ms=300),
                 _manifests_served_from(template, scratch),
+                _moved_manifests(template, instance),
             ]
         elif group in {"malformed-json", "wrong-content-type"}:
             proxy = stack.enter_context(FaultProxy(instance.base_url, group))  # type: ignore[arg-type]

@@ -20,7 +20,15 @@ from moto.server import ThreadedMotoServer
 
 from recsys_audit.params import S3Params, Secret
 from recsys_audit.probes import ProbeError
-from recsys_audit.probes.manifest import ObjectStore, validate_manifest, verify_artifact, version_from_uri
+from recsys_audit.probes.manifest import (
+    ObjectStore,
+    artifact_scope,
+    manifest_uri,
+    uri_scope,
+    validate_manifest,
+    verify_artifact,
+    version_from_uri,
+)
 
 TENANT, SURFACE = "demo", "home"
 
@@ -131,7 +139,7 @@ def test_file_listing_relative_uris_and_size_limit(tmp_path: Path) -> None:
     ]
     assert validate_manifest(store.fetch(listed[-1]).body, TENANT, SURFACE).valid
     (tmp_path / "big.json").write_bytes(b"[" + b"0," * 200 + b"0]")
-    with pytest.raises(ProbeError, match="exceeds the 200-byte limit"):
+    with pytest.raises(ProbeError, match="over 200 bytes"):
         store.fetch("file://big.json")
     with pytest.raises(ProbeError, match="no such file"):
         store.fetch((tmp_path / "absent.json").as_uri())
@@ -240,3 +248,25 @@ def test_s3_overwritten_artifact_is_caught(s3_store: tuple[ObjectStore, Any, str
     result = verify_artifact(store, "popularity", f"s3://{bucket}/{key}", TENANT, SURFACE)
     assert result.exists and result.hash_verified is False
     assert "build.version differs" in (result.problem or "")
+
+
+def test_s3_store_confined_to_the_params_locations(s3_store: tuple[ObjectStore, Any, str]) -> None:
+    unconfined, admin, bucket = s3_store
+    template = f"s3://{bucket}/registry/current/{{tenant}}/{{surface}}/manifest.json"
+    previous = f"s3://{bucket}/registry/previous/{{tenant}}/{{surface}}/"
+    artifacts = artifact_scope(template, None, Path.cwd())
+    scopes = [uri_scope(template, Path.cwd()), uri_scope(previous, Path.cwd()), artifacts]
+    store = ObjectStore(unconfined._s3_params, timeout_s=5, artifact_scope=artifacts, scopes=scopes)
+    version, body = make_artifact("popularity", [{"item_id": "i1", "score": 0.5}])
+    admin.put_object(Bucket=bucket, Key=f"{TENANT}/{SURFACE}/popularity/{version}.json", Body=body.encode())
+    uris = {"popularity": f"s3://{bucket}/{TENANT}/{SURFACE}/popularity/{version}.json",
+            "cooc": f"s3://other-{bucket}/{TENANT}/{SURFACE}/cooc/{version}.json"}  # fmt: skip
+    admin.put_object(Bucket=bucket, Key=f"registry/current/{TENANT}/{SURFACE}/manifest.json", Body=manifest_body(uris))
+    check = validate_manifest(store.fetch(manifest_uri(template, TENANT, SURFACE)).body, TENANT, SURFACE, store)
+    assert check.problems == [f"current.cooc: {uris['cooc']!r} is outside the artifact location the params allow "
+                              f"(s3://{bucket}/) — not followed"]  # fmt: skip
+    assert verify_artifact(store, "popularity", uris["popularity"], TENANT, SURFACE).hash_verified is True
+    assert store.list_json(manifest_uri(previous, TENANT, SURFACE)) == []
+    with pytest.raises(ProbeError, match="outside the manifest and artifact locations the params name"):
+        store.fetch(uris["cooc"])
+    store.close()

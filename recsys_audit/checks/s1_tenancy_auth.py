@@ -729,7 +729,9 @@ def cross_tenant_header_refused(ctx: AuditContext) -> Outcome:
     tenant_b = other_tenant(ctx)
     if not tenant_b:
         return skipped("no second tenant in params (auth.other_tenant)")
-    response = accepted(ctx.service.recommend(tenant_b, ctx.params.tenants[0].surfaces[0], role="viewer"))
+    # validate runs the same security stack as recommend but no engine: a broken control leaves no exposure record
+    body, headers = recommend_body(ctx.params.tenants[0].surfaces[0]), {ctx.params.auth.tenant_header: tenant_b}
+    response = accepted(ctx.service.post("/v1/recommend/validate", body, role="viewer", headers=headers))
     rows = [
         probe_row(f"viewer of {audited_tenant(ctx)} with X-Org-Id {tenant_b}", response, "403", response.status == 403)
     ]

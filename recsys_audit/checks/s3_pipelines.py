@@ -182,7 +182,7 @@ def fetch_manifest(ctx: AuditContext, uri: str, tenant: str, surface: str) -> Ma
         probe.error = str(exc)
         return probe
     probe.bytes, probe.elapsed_ms = len(fetched.body), fetched.elapsed_ms
-    probe.check = validate_manifest(fetched.body, tenant, surface)
+    probe.check = validate_manifest(fetched.body, tenant, surface, ctx.manifests)
     return probe
 
 

@@ -324,7 +324,11 @@ def read_source(source: ConfigSource, path: Path, view: ConfigView) -> None:
     for env_file in [env_files] if isinstance(env_files, str) else env_files:
         entry = env_file if isinstance(env_file, dict) else {"path": env_file}
         env_path = path.parent / str(entry.get("path", ""))
-        if not env_path.is_file() and entry.get("required") is False:
+        try:
+            missing = not env_path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL: _read_text says so
+            missing = True
+        if missing and entry.get("required") is False:
             continue
         for var, value in parse_env_file(_read_text(env_path)).items():
             view.put(var, value, "set", f"{label} {env_path.name}")

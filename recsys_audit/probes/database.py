@@ -13,9 +13,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from recsys_audit.params import Secret
+from recsys_audit.params import ParamsError, Secret
 from recsys_audit.probes import ProbeError
 from recsys_audit.redaction import redact_text
 
@@ -43,8 +44,7 @@ class ReadOnlyDatabase:
                     ),
                 )
             except psycopg.Error as exc:
-                reason = _one_line(exc).removeprefix("connection failed: ")
-                raise ProbeError(f"database connection failed: {reason}") from None
+                raise ProbeError(f"database connection failed: {describe_connection_error(exc, self._dsn)}") from None
         return self._conn
 
     def query(self, sql: str, params: dict[str, Any] | tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
@@ -87,7 +87,42 @@ class ReadOnlyDatabase:
 
 
 def _one_line(exc: Exception) -> str:
-    return redact_text(" ".join(str(exc).split()))[:300]
+    """A server-side error (from a query, not a connection): SQLSTATE and the server's primary message."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    state = getattr(exc, "sqlstate", None)
+    text = f"{state} {primary}" if primary else type(exc).__name__
+    return redact_text(" ".join(text.split()))[:300]
+
+
+def describe_connection_error(exc: Exception, dsn: Secret) -> str:
+    """Why libpq could not connect, in the kit's words: libpq's own messages can quote the DSN (an unparsable DSN is
+    echoed back, password included), so only the host, port, role and database — never the password — are named."""
+    try:
+        parts = conninfo_to_dict(dsn.reveal())
+    except (psycopg.Error, ParamsError):
+        return "the DSN could not be parsed (libpq's message is not shown: it may quote the password)"
+    host, port = parts.get("host") or "the default host", parts.get("port") or "5432"
+    user, database = parts.get("user") or "the default role", parts.get("dbname") or "the default database"
+    where = f"server at {host} port {port}"
+    text = str(exc).lower()
+    if "password authentication failed" in text or "authentication failed" in text:
+        return f"authentication failed for role {user} at the {where}"
+    if "role" in text and "does not exist" in text:
+        return f"role {user} does not exist at the {where}"
+    if "database" in text and "does not exist" in text:
+        return f"database {database} does not exist at the {where}"
+    if "pg_hba.conf" in text:
+        return f"the {where} refuses role {user} (pg_hba.conf)"
+    if "refused" in text or "is the server running" in text or "no such file or directory" in text:
+        return f"no {where} (connection refused or not running)"
+    if "timeout" in text or "timed out" in text:
+        return f"no answer from the {where} within the connect timeout"
+    if "translate host name" in text or "name or service not known" in text:
+        return f"host name {host} not resolved"
+    if "ssl" in text or "tls" in text:
+        return f"TLS negotiation with the {where} failed"
+    return f"libpq could not connect to the {where} (its message is not shown: it may quote the DSN)"
 
 
 def _sql_head(sql: str) -> str:

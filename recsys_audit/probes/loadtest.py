@@ -12,10 +12,12 @@ The live load test is the only place the kit generates load. It sends at most ``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import json
 import math
+import socket
 import ssl
 import threading
 import time
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from recsys_audit.probes import ProbeError
+from recsys_audit.probes.http import API_BODY, USER_AGENT, request_id
 
 if TYPE_CHECKING:
     from recsys_audit.probes.service import Role, ServiceClient
@@ -250,7 +253,7 @@ class RecommendSender:
             params.auth.tenant_header: tenant,
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": "recsys-audit-loadtest",
+            "User-Agent": USER_AGENT + " (load test)",
         }
         self._context: ssl.SSLContext | None = None
         if self._https:
@@ -289,10 +292,14 @@ class RecommendSender:
         for attempt in (1, 2):
             connection = self._connection()
             reused = connection.sock is not None
+            # the whole exchange within timeout_s: a server that drips its answer is cut off, not waited for
+            watchdog = threading.Timer(self._timeout, _cut, (connection,))
+            watchdog.start()
             try:
-                connection.request("POST", self.path, body=body, headers=self._headers)
+                headers = {**self._headers, "X-Request-Id": request_id()}
+                connection.request("POST", self.path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read()
+                data = response.read(API_BODY.max_bytes + 1)  # no Accept-Encoding: raw bytes are the body
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop(connection)
                 if reused and attempt == 1:
@@ -301,6 +308,11 @@ class RecommendSender:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(connection)
                 raise ProbeError(f"POST {self.path}: {type(exc).__name__}") from None
+            finally:
+                watchdog.cancel()
+            if len(data) > API_BODY.max_bytes:
+                self._drop(connection)
+                raise ProbeError(f"POST {self.path}: {API_BODY.what} over {API_BODY}")
             if (response.getheader("connection") or "").lower() == "close":
                 self._drop(connection)
             code = None
@@ -317,6 +329,12 @@ class RecommendSender:
             for connection in self._connections:
                 connection.close()
             self._connections.clear()
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """Shut a connection down under a blocked read (which then ends at once)."""
+    with contextlib.suppress(OSError, AttributeError):
+        connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 def recommend_sender(

@@ -7,6 +7,11 @@ its ``build`` block blanked. The exact blanked form depends on the writer, so :f
 small fixed set of forms (document key order, Go-style HTML escaping) and reports which one matched.
 
 Everything here only reads: GET/HEAD over HTTP, ``GetObject``/``HeadObject``/``ListObjectsV2`` on S3, file reads.
+
+URIs inside a manifest come from the target and never choose what the auditor reads: an artifact URI must lie in the
+artifact location the params allow (:func:`artifact_scope`: the template's bucket, origin or registry folder, or
+``manifests.artifact_root``), ``file://`` only when the manifest itself came from a ``file://`` template. One outside
+it is a problem of the manifest, and is not read.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import posixpath
 import re
 import time
 from collections.abc import Iterator
@@ -22,9 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-import httpx
-
-from recsys_audit.probes import ProbeError
+from recsys_audit.probes import ProbeError, http
 
 if TYPE_CHECKING:
     from recsys_audit.params import S3Params
@@ -39,6 +44,87 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 
 def manifest_uri(template: str, tenant: str, surface: str) -> str:
     return template.replace("{tenant}", tenant).replace("{surface}", surface)
+
+
+def local_path(uri: str, file_root: Path) -> Path:
+    """``file:///abs/path`` -> /abs/path; ``file://rel/path`` -> <file_root>/rel/path."""
+    parsed = urlparse(uri)
+    path = Path(unquote((parsed.netloc or "") + parsed.path))
+    return path if path.is_absolute() else file_root / path
+
+
+@dataclass(frozen=True)
+class UriScope:
+    """Where a URI may point: the same scheme, the same host or bucket, under a path prefix (a real folder for
+    ``file://``, with ``..`` and symlinks resolved)."""
+
+    scheme: str
+    authority: str  # host[:port] (http/https), bucket (s3), "" (file)
+    prefix: str
+
+    def contains(self, uri: str, file_root: Path) -> bool:
+        try:
+            parsed = urlparse(uri)
+        except ValueError:
+            return False
+        scheme = parsed.scheme.lower()
+        if scheme != self.scheme:
+            return False
+        if scheme == "file":
+            real = Path(os.path.realpath(local_path(uri, file_root)))
+            return real.is_relative_to(self.prefix)
+        if parsed.netloc.lower() != self.authority:
+            return False
+        path = unquote(parsed.path)
+        if scheme == "s3":  # keys are literal: no '..' to resolve
+            return path.lstrip("/").startswith(self.prefix)
+        path = posixpath.normpath(path or "/") + ("/" if path.endswith("/") else "")
+        return path.startswith(self.prefix)
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return f"file://{self.prefix}/"
+        if self.scheme == "s3":
+            return f"s3://{self.authority}/{self.prefix}"
+        return f"{self.scheme}://{self.authority}{self.prefix}"
+
+
+def _fixed_part(template: str) -> str:
+    """The template up to its first placeholder, cut back to the last '/' (the folder every URI shares)."""
+    head = template.split("{", 1)[0]
+    return head[: head.rfind("/") + 1] if "/" in head else head
+
+
+def uri_scope(uri_prefix: str, file_root: Path, *, up: int = 0) -> UriScope:
+    """The scope of a URI prefix or template; ``up`` climbs that many folders from its fixed part (file:// only)."""
+    fixed = _fixed_part(uri_prefix)
+    parsed = urlparse(fixed)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        folder = Path(os.path.realpath(local_path(fixed, file_root)))
+        for _ in range(up):
+            folder = folder.parent
+        return UriScope("file", "", str(folder))
+    path = unquote(parsed.path) if scheme == "s3" else posixpath.normpath(unquote(parsed.path) or "/")
+    if scheme != "s3" and not path.endswith("/"):
+        path += "/"
+    return UriScope(scheme, parsed.netloc.lower(), path.lstrip("/") if scheme == "s3" else path)
+
+
+def artifact_scope(template: str, artifact_root: str | None, file_root: Path) -> UriScope:
+    """Where the artifacts named by manifests of ``template`` may be: ``artifact_root`` if given, else the
+    template's bucket (s3), origin (http/https) or registry folder (file: the parent of its fixed folder, as in
+    ``<registry>/current/{tenant}/{surface}/manifest.json``). ``file://`` only for a ``file://`` template."""
+    template_scheme = urlparse(template).scheme.lower()
+    if artifact_root:
+        scope = uri_scope(artifact_root.rstrip("/") + "/", file_root)
+        if scope.scheme == "file" and template_scheme != "file":
+            raise ProbeError("manifests.artifact_root: file:// artifacts are allowed only with a file:// template")
+        return scope
+    scope = uri_scope(template, file_root, up=1)
+    if scope.scheme == "file":
+        return scope
+    return UriScope(scope.scheme, scope.authority, "" if scope.scheme == "s3" else "/")
 
 
 # --- fetching ----------------------------------------------------------------------------------------------------
@@ -62,23 +148,38 @@ class ObjectStore:
         timeout_s: float = 5.0,
         verify: bool | str = True,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        scopes: list[UriScope] | None = None,
+        artifact_scope: UriScope | None = None,
     ) -> None:
+        """``scopes``: the only places this store reads (None: anywhere, for direct use); ``artifact_scope``: where
+        the artifacts a manifest names may be."""
         self._s3_params = s3
         self.file_root = file_root or Path.cwd()
         self.timeout_s = timeout_s
+        self.cap = http.Cap(http.MANIFEST.what, max_bytes)
         self.max_bytes = max_bytes
-        self._http = httpx.Client(timeout=timeout_s, verify=verify, headers={"User-Agent": "recsys-audit"})
+        self.scopes = scopes
+        self.artifact_scope = artifact_scope
+        self._http = http.client(timeout_s=timeout_s, verify=verify)
         self._s3_client: Any = None
 
     def close(self) -> None:
         self._http.close()
 
-    # file:///abs/path -> /abs/path; file://rel/path -> <file_root>/rel/path
     def local_path(self, uri: str) -> Path:
-        parsed = urlparse(uri)
-        raw = unquote((parsed.netloc or "") + parsed.path)
-        path = Path(raw)
-        return path if path.is_absolute() else self.file_root / path
+        return local_path(uri, self.file_root)
+
+    def allows(self, uri: str) -> bool:
+        return self.scopes is None or any(scope.contains(uri, self.file_root) for scope in self.scopes)
+
+    def artifact_allowed(self, uri: str) -> bool:
+        return self.artifact_scope is None or self.artifact_scope.contains(uri, self.file_root)
+
+    def _refuse_outside(self, uri: str) -> None:
+        if not self.allows(uri):
+            places = ", ".join(str(scope) for scope in self.scopes or [])
+            raise ProbeError(f"{uri[:200]}: outside the manifest and artifact locations the params name ({places})"
+                             " — not read")  # fmt: skip
 
     def _s3(self) -> Any:
         if self._s3_client is None:
@@ -119,35 +220,46 @@ class ObjectStore:
         return parsed.netloc, unquote(parsed.path.lstrip("/"))
 
     def _s3_error(self, uri: str, exc: Exception) -> ProbeError:
+        """The S3 error code, or the kind of failure in the kit's words (botocore's text may quote the request)."""
         code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-        reason = f"S3 {code}" if code else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        name = type(exc).__name__
+        if code:
+            reason = f"S3 {str(code)[:40]}"
+        elif "Timeout" in name:
+            reason = "S3 endpoint: no answer in time"
+        elif "Connect" in name or "Endpoint" in name:
+            reason = "S3 endpoint unreachable"
+        elif "Credential" in name:
+            reason = "no usable S3 credentials"
+        elif "SSL" in name:
+            reason = "S3 endpoint: TLS failed"
+        else:
+            reason = f"S3 client error ({name})"
         return ProbeError(f"GET {uri}: {reason}")
 
     def fetch(self, uri: str) -> Fetched:
         """The object's bytes (at most ``max_bytes``); ProbeError with a one-line reason otherwise."""
+        self._refuse_outside(uri)
         scheme = urlparse(uri).scheme
         started = time.perf_counter()
+        too_big = f"{uri}: {self.cap.what} over {self.cap}"
         if scheme == "file":
             path = self.local_path(uri)
             try:
                 size = path.stat().st_size
                 if size > self.max_bytes:
-                    raise ProbeError(f"{uri}: {size} bytes exceeds the {self.max_bytes}-byte limit")
-                body = path.read_bytes()
+                    raise ProbeError(f"{too_big} ({size:,} bytes)")
+                with path.open("rb") as handle:
+                    body = handle.read(self.max_bytes + 1)
             except FileNotFoundError:
                 raise ProbeError(f"{uri}: no such file") from None
             except OSError as exc:
-                raise ProbeError(f"{uri}: cannot read ({exc.strerror or exc})") from None
+                raise ProbeError(f"{uri}: cannot read ({exc.strerror or type(exc).__name__})") from None
         elif scheme in {"http", "https"}:
-            try:
-                response = self._http.get(uri)
-            except httpx.HTTPError as exc:
-                raise ProbeError(f"GET {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
-            if response.status_code != 200:
-                raise ProbeError(f"GET {uri}: HTTP {response.status_code}")
-            body = response.content
-            if len(body) > self.max_bytes:
-                raise ProbeError(f"{uri}: {len(body)} bytes exceeds the {self.max_bytes}-byte limit")
+            answer = http.fetch(self._http, "GET", uri, cap=self.cap, deadline_s=self.timeout_s)
+            if answer.status != 200:
+                raise ProbeError(f"GET {uri}: HTTP {answer.status}")
+            body = answer.body
         elif scheme == "s3":
             from botocore.exceptions import BotoCoreError, ClientError
 
@@ -155,24 +267,26 @@ class ObjectStore:
             try:
                 answer = self._s3().get_object(Bucket=bucket, Key=key)
                 if answer.get("ContentLength", 0) > self.max_bytes:
-                    raise ProbeError(f"{uri}: {answer['ContentLength']} bytes exceeds the {self.max_bytes}-byte limit")
+                    answer["Body"].close()
+                    raise ProbeError(f"{too_big} ({answer['ContentLength']:,} bytes)")
                 body = answer["Body"].read(self.max_bytes + 1)
+                answer["Body"].close()
             except (BotoCoreError, ClientError) as exc:
                 raise self._s3_error(uri, exc) from None
         else:
             raise ProbeError(f"{uri}: unsupported scheme {scheme!r} (use file://, http(s):// or s3://)")
+        if len(body) > self.max_bytes:
+            raise ProbeError(too_big)
         return Fetched(uri, body, round((time.perf_counter() - started) * 1000, 1))
 
     def exists(self, uri: str) -> bool:
         """Whether the object exists (HEAD / HeadObject / stat); ProbeError when the store cannot answer."""
+        self._refuse_outside(uri)
         scheme = urlparse(uri).scheme
         if scheme == "file":
             return self.local_path(uri).is_file()
         if scheme in {"http", "https"}:
-            try:
-                status = self._http.head(uri).status_code
-            except httpx.HTTPError as exc:
-                raise ProbeError(f"HEAD {uri}: {type(exc).__name__}") from None
+            status = http.fetch(self._http, "HEAD", uri, cap=self.cap, deadline_s=self.timeout_s).status
             if status in {404, 410}:
                 return False
             if status >= 400:
@@ -195,6 +309,7 @@ class ObjectStore:
 
     def list_json(self, prefix_uri: str, limit: int = 1000) -> list[str]:
         """URIs of the ``*.json`` objects directly under a folder (file://) or prefix (s3://), sorted by name."""
+        self._refuse_outside(prefix_uri)
         scheme = urlparse(prefix_uri).scheme
         if scheme == "file":
             folder = self.local_path(prefix_uri)
@@ -249,8 +364,11 @@ def parse_rfc3339(text: str) -> dt.datetime | None:
         return None
 
 
-def validate_manifest(body: bytes, tenant: str | None = None, surface: str | None = None) -> ManifestCheck:
-    """Validate a manifest body; problems are short sentences naming the field."""
+def validate_manifest(
+    body: bytes, tenant: str | None = None, surface: str | None = None, store: ObjectStore | None = None
+) -> ManifestCheck:
+    """Validate a manifest body; problems are short sentences naming the field. With a ``store``, an artifact URI
+    outside its artifact location is a problem too (such a manifest steers reads the params did not ask for)."""
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -275,6 +393,11 @@ def validate_manifest(body: bytes, tenant: str | None = None, surface: str | Non
                 problems.append(f"current.{kind}: unknown artifact kind (known: {', '.join(ARTIFACT_KINDS)})")
             if not isinstance(uri, str) or urlparse(uri).scheme not in SCHEMES:
                 problems.append(f"current.{kind}: not a file://, http(s):// or s3:// URI")
+            elif store is not None and not store.artifact_allowed(uri):
+                problems.append(
+                    f"current.{kind}: {uri[:160]!r} is outside the artifact location the params allow "
+                    f"({store.artifact_scope}) — not followed"
+                )
     updated_at = parse_rfc3339(doc.get("updated_at")) if "updated_at" in doc else None
     if "updated_at" in doc and updated_at is None:
         problems.append(f"updated_at is not an RFC3339 timestamp with a zone: {str(doc.get('updated_at'))[:40]!r}")
@@ -376,6 +499,9 @@ class ArtifactCheck:
 def verify_artifact(store: ObjectStore, kind: str, uri: str, tenant: str, surface: str) -> ArtifactCheck:
     """Fetch one artifact and check that it exists, names tenant/surface/kind, and hashes to its version."""
     version = version_from_uri(uri)
+    if not store.artifact_allowed(uri):
+        problem = f"not read: outside the artifact location the params allow ({store.artifact_scope})"
+        return ArtifactCheck(kind, uri, exists=False, version=version, problem=problem)
     try:
         fetched = store.fetch(uri)
     except ProbeError as exc:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from recsys_audit.probes import ProbeError
+from recsys_audit.probes import ProbeError, http
 
 
 @dataclass(frozen=True)
@@ -50,41 +50,54 @@ def parse_exposition(text: str) -> MetricsSnapshot:
             for sample in family.samples:
                 snapshot.samples.append(Sample(sample.name, dict(sample.labels), float(sample.value)))
     except (ValueError, TypeError, IndexError) as exc:
-        raise ProbeError(f"metrics exposition could not be parsed: {exc}") from None
+        raise ProbeError(f"metrics exposition could not be parsed: {' '.join(str(exc).split())[:160]}") from None
     return snapshot
 
 
 def scrape(url: str, timeout_s: float = 5.0, verify: bool | str = True) -> MetricsSnapshot:
-    try:
-        response = httpx.get(url, timeout=timeout_s, verify=verify, headers={"User-Agent": "recsys-audit"})
-    except httpx.HTTPError as exc:
-        raise ProbeError(f"GET {url}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
-    if response.status_code != 200:
-        raise ProbeError(f"GET {url}: HTTP {response.status_code}")
-    return parse_exposition(response.text)
+    """One bounded read of an exposition endpoint (at most ``http.METRICS`` bytes and ``METRICS_MAX_LINES`` lines,
+    both checked before parsing)."""
+    with http.client(timeout_s=timeout_s, verify=verify) as client:
+        answer = http.fetch(client, "GET", url, cap=http.METRICS, deadline_s=timeout_s)
+    if answer.status != 200:
+        raise ProbeError(f"GET {url}: HTTP {answer.status}")
+    text = answer.text
+    lines = text.count("\n")
+    if lines > http.METRICS_MAX_LINES:
+        raise ProbeError(f"GET {url}: /metrics over {http.METRICS_MAX_LINES:,} lines ({lines:,}): not parsed")
+    return parse_exposition(text)
 
 
 class PrometheusClient:
-    """A small client of the Prometheus HTTP API (read-only endpoints only)."""
+    """A small client of the Prometheus HTTP API (read-only endpoints only; answers bounded by ``http.PROMETHEUS``)."""
 
     def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers={"User-Agent": "recsys-audit"})
+        self.timeout_s = timeout_s
+        self._client = http.client(timeout_s=timeout_s, base_url=self.base_url)
 
     def close(self) -> None:
         self._client.close()
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        answer = http.fetch(
+            self._client,
+            "GET",
+            path,
+            cap=http.PROMETHEUS,
+            deadline_s=self.timeout_s,
+            params=params,
+            shown_url=f"Prometheus {self.base_url}{path}",
+        )
         try:
-            response = self._client.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise ProbeError(f"Prometheus {self.base_url}{path}: {type(exc).__name__}: {exc}"[:240]) from None
-        try:
-            body = response.json()
-        except ValueError:
-            raise ProbeError(f"Prometheus {path}: HTTP {response.status_code}, answer is not JSON") from None
+            body = json.loads(answer.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ProbeError(f"Prometheus {path}: HTTP {answer.status}, answer is not JSON") from None
+        if not isinstance(body, dict):
+            raise ProbeError(f"Prometheus {path}: HTTP {answer.status}, answer is not a JSON object")
         if body.get("status") != "success":
-            raise ProbeError(f"Prometheus {path}: {body.get('errorType', 'error')}: {body.get('error', '')}"[:240])
+            error = f"{body.get('errorType', 'error')}: {body.get('error', '')}"
+            raise ProbeError(f"Prometheus {path}: {' '.join(error.split())[:200]}")
         return body["data"]
 
     def query(self, promql: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from recsys_audit.params import Secret
 from recsys_audit.probes import ProbeError
+from recsys_audit.probes.database import describe_connection_error
 from recsys_audit.redaction import redact_text
 
 # Schema objects compared between the audited and the scratch database (user schemas only).
@@ -113,8 +114,8 @@ def _client_args(dsn: str) -> tuple[str, dict[str, str]]:
     """A libpq connection string without the password, and the environment that carries it."""
     try:
         parts = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ProbeError(f"unreadable DSN: {redact_text(str(exc)).splitlines()[0]}") from None
+    except psycopg.ProgrammingError:
+        raise ProbeError("unreadable DSN (the parser's message is not shown: it may quote the password)") from None
     env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
     password = parts.pop("password", None)
     if password:
@@ -161,8 +162,7 @@ class RestoreDrill:
             )  # fmt: skip
         except psycopg.Error as exc:
             side = "audited" if read_only else "scratch"
-            reason = redact_text(" ".join(str(exc).split()))[:200]
-            raise ProbeError(f"{side} database connection failed: {reason}") from None
+            raise ProbeError(f"{side} database connection failed: {describe_connection_error(exc, dsn)}") from None
 
     @staticmethod
     def _rows(conn: psycopg.Connection[Any], statement: str) -> list[tuple[Any, ...]]:

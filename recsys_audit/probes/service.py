@@ -8,16 +8,13 @@ The client refuses to send anything that could change the target: only GET/HEAD/
 from __future__ import annotations
 
 import json
-import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
 from recsys_audit.params import Credential, Params
-from recsys_audit.probes import ProbeError
-from recsys_audit.redaction import redact_text
+from recsys_audit.probes import ProbeError, http
 
 Role = Literal["viewer", "operator", "admin", "no_role", "other_tenant", "anonymous"]
 
@@ -79,7 +76,7 @@ class ProbeResponse:
 
 
 class ServiceClient:
-    """One httpx client for the audited service, with the identities from params."""
+    """One bounded httpx client for the audited service, with the identities from params (see probes.http)."""
 
     def __init__(self, params: Params, transport: httpx.BaseTransport | None = None) -> None:
         self.params = params
@@ -88,13 +85,9 @@ class ServiceClient:
         if target.ca_bundle:
             verify = str(params.path(target.ca_bundle))
         self.base_url = target.base_url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(target.timeout_s),
-            verify=verify,
-            follow_redirects=False,
-            headers={"User-Agent": "recsys-audit"},
-            transport=transport,
+        self.timeout_s = target.timeout_s
+        self._client = http.client(
+            timeout_s=target.timeout_s, verify=verify, base_url=self.base_url, transport=transport
         )
 
     def close(self) -> None:
@@ -144,20 +137,18 @@ class ServiceClient:
         _refuse_writes(method, path, all_headers)
         if method == "PUT":
             json_body = WRITE_DENIAL_BODY
-        started = time.perf_counter()
-        try:
-            response = self._client.request(
-                method,
-                path,
-                headers=all_headers,
-                json=json_body,
-                params=params,
-                timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
-            raise ProbeError(f"{method} {self.base_url}{path}: {_describe(exc)}") from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return ProbeResponse(method, path, role, response.status_code, response.headers, response.text, elapsed_ms)
+        answer = http.fetch(
+            self._client,
+            method,
+            path,
+            cap=http.API_BODY,
+            deadline_s=timeout_s if timeout_s is not None else self.timeout_s,
+            headers=all_headers,
+            json=json_body,
+            params=params,
+            shown_url=f"{self.base_url}{path}",
+        )
+        return ProbeResponse(method, path, role, answer.status, answer.headers, answer.text, answer.elapsed_ms)
 
     def get(self, path: str, **kwargs: Any) -> ProbeResponse:
         return self.request("GET", path, **kwargs)
@@ -179,15 +170,3 @@ def _refuse_writes(method: str, path: str, headers: dict[str, str]) -> None:
     if method == "PUT" and headers.get("If-Match") == IMPOSSIBLE_ETAG:
         return
     raise ProbeError(f"refused to send {method} {bare}: the audit never changes the target")
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        kind = type(exc).__name__.replace("Timeout", " timeout").strip().lower()
-        return f"no answer in time ({kind})"
-    if isinstance(exc, httpx.ConnectError):
-        text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-            return "TLS certificate not trusted (" + re.sub(r"\s+", " ", text)[:160] + ")"
-        return "connection failed (" + re.sub(r"\s+", " ", text)[:160] + ")"
-    return redact_text(f"{type(exc).__name__}: {exc}")[:200]

@@ -17,12 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recsys_audit.probes import ProbeError
+from recsys_audit.probes import ProbeError, http
 
 PROBE_SUBJECT = "recsys-audit-negative-probe"
 
@@ -158,21 +157,17 @@ class JwksDocument:
 
 
 def fetch_jwks(url: str, verify: bool | str, timeout_s: float) -> JwksDocument:
-    """GET the JWKS document (TLS verified against ``verify``: True, False or a CA bundle path)."""
+    """GET the JWKS document (TLS verified against ``verify``: True, False or a CA bundle path; at most
+    ``http.JWKS`` bytes within ``timeout_s``)."""
+    with http.client(timeout_s=timeout_s, verify=verify) as client:
+        answer = http.fetch(client, "GET", url, cap=http.JWKS, deadline_s=timeout_s)
+    if answer.status != 200:
+        return JwksDocument(url, answer.status, [])
     try:
-        response = httpx.get(url, verify=verify, timeout=timeout_s, headers={"User-Agent": "recsys-audit"})
-    except httpx.HTTPError as exc:
-        text = " ".join(str(exc).split())[:160]
-        if "certificate" in text.lower():
-            raise ProbeError(f"GET {url}: TLS certificate not trusted ({text})") from None
-        raise ProbeError(f"GET {url}: {type(exc).__name__}: {text}") from None
-    if response.status_code != 200:
-        return JwksDocument(url, response.status_code, [])
-    try:
-        body = response.json()
-    except json.JSONDecodeError:
+        body = json.loads(answer.body)
+    except (ValueError, UnicodeDecodeError):
         raise ProbeError(f"GET {url}: answer is not JSON") from None
     keys = body.get("keys") if isinstance(body, dict) else None
     if not isinstance(keys, list):
         raise ProbeError(f"GET {url}: JSON has no 'keys' array")
-    return JwksDocument(url, response.status_code, [key for key in keys if isinstance(key, dict)])
+    return JwksDocument(url, answer.status, [key for key in keys if isinstance(key, dict)])

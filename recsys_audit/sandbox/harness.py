@@ -354,7 +354,10 @@ def build_params(
         logs["audit"] = [_rel(Path(env["AUDIT_LOG_PATH"]), base)]
 
     current_manifests = _rel(directory / "registry" / "current", base)
+    secrets_dir = directory / "secrets"
+    outside = not secrets_dir.resolve().is_relative_to(base.resolve())
     params: dict[str, Any] = {
+        **({"secrets_root": _rel(secrets_dir, base)} if outside else {}),  # file: secrets outside the params folder
         "environment": {"name": name, "owner": OWNER},
         "target": {"base_url": f"http://127.0.0.1:{ports['service']}", "timeout_s": 5.0, "production": hardened},
         "auth": auth,
