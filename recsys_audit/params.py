@@ -4,8 +4,13 @@ Secrets are never written in the file: they are references (``env:NAME`` or ``fi
 :class:`Secret` objects, resolved when the file loads (the variable is set; the file exists under the params file's
 folder or ``secrets_root``; the value is one line) and registered with the redaction module; a ``Secret`` prints as
 ``***``. Relative paths are relative to the params file. Values that end up in a request line, a header or a path
-(URLs, header names and values, tenant ids, the environment name, timeouts) are checked at load too, and every
-problem of a file is reported in one pass.
+(URLs, header names and values, tenant ids, the environment name, timeouts) are checked at load too.
+
+Every problem of a file — YAML, fields, values, included fragments, secret references — is reported in one pass, one
+line each, ``file:line:column: field: what is wrong — fix``: the places come from the YAML nodes (through ``include``
+fragments), the wording is the kit's own (never the validation library's), with "did you mean" for misspelt fields
+and values. Every field carries a description: :mod:`recsys_audit.params_docs` derives the JSON Schema and the
+field reference (``params/README.md``) from this model.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Notebooks run in-process through papermill's Python API, one thread per notebook
 costly imports (papermill, nbformat, nbconvert) are paid once per run rather than once per notebook, and kernels
 start concurrently. Each notebook has a deadline; a cell error, a timeout or a dead kernel ends that notebook only.
 
+Before the notebooks start, :mod:`recsys_audit.preflight` probes the endpoints the params name once, so that an
+unreachable one is named as the root cause; after them, the run's outputs are written from findings.json through
+:mod:`recsys_audit.outputs` (``--format``).
+
 Only three parameters reach a notebook: ``env``, ``params_path`` and ``run_dir``. Secrets are resolved inside the
 kernel; the runner reveals them too, solely to mask them in every file it writes (defence in depth).
 """
@@ -464,9 +468,10 @@ def run_many(
     warm_up = threading.Thread(target=_warm_up_renderer, daemon=True)
     warm_up.start()
     for audit, reachability in zip(audits, preflight.check_all([a.params for a in audits]), strict=True):
-        audit.connectivity = [r.to_dict() for r in reachability]
+        audit.connectivity = redact_json([r.to_dict() for r in reachability])
         for unreachable in (r for r in reachability if r.problem):
-            display.note(f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated")
+            note = f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated"
+            display.note(redact_text(note))
     import papermill  # noqa: F401  (imported once here, not concurrently in every worker)
 
     papermill_log = logging.getLogger("papermill")

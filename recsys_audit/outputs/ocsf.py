@@ -106,8 +106,7 @@ def detection_finding(finding: dict[str, Any], document: dict[str, Any]) -> Dete
             "checklist_items": items,
             "section": section,
             "severity": str(severity),
-            "waiver": finding.get("waiver"),
-            "attestation": finding.get("attestation"),
+            **{key: finding[key] for key in ("waiver", "attestation") if finding.get(key)},
         },
     )
 
