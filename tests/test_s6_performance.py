@@ -113,6 +113,13 @@ CASES = [
     ),
     Case(
         "perf.load-report-target",
+        "a malformed report: bad URL, tenant and catalog size of the wrong types",
+        Status.FAIL,
+        {**report_file(url="http://x:port", tenant=["a"], catalog_size="5000"), "db": catalog(40)},
+        summary="it measured ['a']/home, which this audit does not cover; it measured http://x:port",
+    ),
+    Case(
+        "perf.load-report-target",
         "no catalog size recorded",
         Status.WARN,
         {**report_file(catalog_size=None), "db": catalog(40)},

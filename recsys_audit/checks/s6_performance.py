@@ -127,8 +127,12 @@ def load_report_sample_size(ctx: AuditContext) -> Outcome:
 
 
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    """scheme://host:port of a URL (the text itself when it is not one)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return url
     return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
@@ -160,36 +164,37 @@ def load_report_target(ctx: AuditContext) -> Outcome:
     report = load_report(ctx)
     base_url = ctx.params.target.base_url
     surfaces = {tenant.id: tenant.surfaces for tenant in ctx.params.tenants}
+    tenant, surface, url = (str(value or "") for value in (report.tenant, report.surface, report.url))
     catalog = report.extra.get("catalog_size")
     compared = [
-        {"what": "service", "load test": report.url, "audit": base_url},
+        {"what": "service", "load test": url, "audit": base_url},
         {"what": "endpoint", "load test": report.endpoint, "audit": " or ".join(RECOMMEND_ENDPOINTS)},
         {
             "what": "tenant/surface",
-            "load test": f"{report.tenant or '?'}/{report.surface or '?'}",
+            "load test": f"{tenant or '?'}/{surface or '?'}",
             "audit": ", ".join(f"{t}/{s}" for t, names in surfaces.items() for s in names),
         },
     ]
     fails, warns = [], []
-    if not report.tenant or not report.surface:
+    if not tenant or not surface:
         warns.append("the report names no tenant or surface")
-    elif report.surface not in surfaces.get(report.tenant, []):
-        fails.append(f"it measured {report.tenant}/{report.surface}, which this audit does not cover")
-    if _origin(report.url) != _origin(base_url):
-        warns.append(f"it measured {report.url}, not the audited {base_url}")
+    elif surface not in surfaces.get(tenant, []):
+        fails.append(f"it measured {tenant}/{surface}, which this audit does not cover")
+    if _origin(url) != _origin(base_url):
+        warns.append(f"it measured {url or 'no URL'}, not the audited {base_url}")
     if report.endpoint not in RECOMMEND_ENDPOINTS:
         warns.append(f"it measured {report.endpoint}, not a recommendation endpoint")
     target: int | str = "not compared"
     if not isinstance(catalog, int) or isinstance(catalog, bool) or catalog < 0:
         warns.append("the report records no catalog_size: production-likeness unknown")
-    elif report.tenant and report.surface:
+    elif tenant and surface:
         least, most = CATALOG_COUNT
         up_to = min(max(int(catalog / MIN_CATALOG_SHARE) + 1, least), most)
         try:
-            items = target_catalog(ctx, report.tenant, report.surface, up_to)
+            items = target_catalog(ctx, tenant, surface, up_to)
             target = items if items < up_to else f"at least {up_to}"
             if items == 0:
-                warns.append(f"no item_tags rows for {report.tenant}/{report.surface}: the catalog is not visible")
+                warns.append(f"no item_tags rows for {tenant}/{surface}: the catalog is not visible")
             elif catalog < items * MIN_CATALOG_SHARE:  # items is exact, or a lower bound: the verdict holds
                 fails.append(f"it ran on a catalog of {catalog} items; the target's has {target}")
             elif items == up_to == most:
@@ -202,9 +207,7 @@ def load_report_target(ctx: AuditContext) -> Outcome:
         return failed("the load test is not about this target: " + "; ".join(fails + warns), **evidence)
     if warns:
         return warned("; ".join(warns), **evidence)
-    return passed(
-        f"it measured {report.tenant}/{report.surface} on {report.url} with a catalog of {catalog} items", **evidence
-    )
+    return passed(f"it measured {tenant}/{surface} on {url} with a catalog of {catalog} items", **evidence)
 
 
 @SECTION.check(
