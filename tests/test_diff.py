@@ -293,7 +293,10 @@ def test_switching_a_defect_on_and_off_shows_in_the_diff(tmp_path: Path) -> None
 
     baseline_problems = {f.id for f in read_judged_run(baseline).findings if f.status in PROBLEM_STATUSES}
     assert baseline_problems and not baseline_problems & BROKEN_BY_SWITCHES  # e.g. obs.liveness-route
-    assert read_judged_run(baseline).verdict in {"partial", "fail"}  # sections 1 and 7 only: never a pass
+    # never a pass: sections 1, 5 and 7 only, and this instance runs no Prometheus (two section-5 checks need one)
+    judged = read_judged_run(baseline)
+    assert judged.verdict == "incomplete"
+    assert {f.id for f in judged.findings if f.status == "error"} == {"obs.prometheus-target-up", "obs.golden-signals"}
 
     switched_on = diff_runs(baseline, broken)
     assert switched_on.env == "diff-live"
