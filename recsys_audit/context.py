@@ -104,7 +104,7 @@ class AuditContext:
         def open_store() -> ObjectStore:
             params, target = self.params, self.params.target
             verify: bool | str = str(params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
-            template = params.manifests.template or self._configured_manifest_template()
+            template = self.manifest_template
             scopes, artifacts = [], None
             if template:
                 artifacts = artifact_scope(template, params.manifests.artifact_root, params.base_dir)
@@ -122,11 +122,15 @@ class AuditContext:
 
         return self.memo("probe:manifests", open_store)
 
-    def _configured_manifest_template(self) -> str | None:
-        """RECSYS_ARTIFACT_MANIFEST_TEMPLATE from the deployment config (s3/http(s) only: a file path there is the
-        service's own, not the auditor's)."""
+    @property
+    def manifest_template(self) -> str | None:
+        """Where the kit reads manifests: params ``manifests.template``, else the service's
+        RECSYS_ARTIFACT_MANIFEST_TEMPLATE from the deployment config when it is s3:// or http(s):// (a file path there
+        names the service's file system, not the auditor's: name it in params to read it)."""
         from urllib.parse import urlparse
 
+        if self.params.manifests.template:
+            return self.params.manifests.template
         try:
             template = self.config.value("RECSYS_ARTIFACT_MANIFEST_TEMPLATE")
         except ProbeError:

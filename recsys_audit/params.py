@@ -342,6 +342,12 @@ class TargetParams(Model):
     ca_bundle: str | None = Field(None, description="CA bundle to verify the service's TLS certificate")
     behind_proxy: bool = Field(False, description="requests reach the service through a proxy or load balancer")
     production: bool = Field(False, description="judge the target by production rules")
+    vantage: Literal["public", "internal"] | None = Field(
+        None,
+        description="where the auditor reaches base_url from: public (from outside, through the ingress, as any "
+        "client) or internal (inside the service's network); decides whether an open /metrics or /health/detailed "
+        "is a public exposure",
+    )
 
 
 class PrometheusParams(Model):
@@ -425,6 +431,11 @@ class Policies(Model):
     load_test_max_age_days: int = Field(90, gt=0, description="oldest load-test report that still counts (days)")
     min_salt_length: int = Field(16, gt=0, description="shortest acceptable hashing salt or secret (characters)")
     publish_interval_s: int | None = Field(None, description="how often pipelines publish manifests (seconds)")
+    empty_recs_ratio_max: float = Field(0.02, ge=0, le=1, description="share of successful answers that are empty")
+    cache_hit_ratio_min: float = Field(0.5, ge=0, le=1, description="config/rules cache hits per lookup")
+    rollback_staleness_max_s: int = Field(
+        300, gt=0, description="how long replicas may serve the old config/rules/manifest after a rollback"
+    )
 
 
 class PrivacyParams(Model):

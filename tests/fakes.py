@@ -144,7 +144,8 @@ class CannedServer:
             context.load_cert_chain(self.ca_file, key_file)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
             scheme = "https"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # a short poll interval: shutdown() waits for one (the default 0.5 s, paid by every fake audit)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 

@@ -258,4 +258,39 @@ def test_latency_threshold_looser_than_slo_is_flagged() -> None:
         "histogram_quantile(0.95, sum by (le) (rate(recsys_recommendation_latency_seconds_bucket[5m]))) > 0.5",
     )
     problems = semantic_problems(rule, latency_p95_ms=250, manifest_max_age_s=93600, publish_interval_s=None)
-    assert problems == ["fires above 500 ms, looser than the p95 SLO of 250 ms"]
+    assert [(p.text, p.blind) for p in problems] == [("fires above 500 ms, looser than the p95 SLO of 250 ms", True)]
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        (f'sum(rate({REQ}{{outcome="error"}}[5m])) > 0', 'matches outcome="error", a value recsys-service never sets'),
+        (f'sum(rate({REQ}{{outcome=~"internal|timeout"}}[5m])) > 0', 'matches outcome=~"internal|timeout"'),
+        ("recsys_recommendation_errors_total > 0", "reads recsys_recommendation_errors_total, which recsys-service"),
+        (f'sum(rate({REQ}{{tenant="demo"}}[5m])) > 0', 'matches tenant="demo", a label'),
+    ],
+)
+def test_an_alert_on_series_the_service_never_exports_is_blind(expr: str, problem: str) -> None:
+    from recsys_audit.probes.alerts import AlertRule
+
+    problems = semantic_problems(
+        AlertRule("Never", expr), latency_p95_ms=250, manifest_max_age_s=93600, publish_interval_s=None
+    )
+    assert len(problems) == 1 and problems[0].blind and problem in problems[0].text, problems
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        SERVER_ERRORS,
+        f'sum(rate({REQ}{{outcome=~"over.*"}}[5m])) > 0',  # a real regular expression is not judged
+        'histogram_quantile(0.95, sum by (le) (rate(recsys_recommendation_latency_seconds_bucket{job="recsys",'
+        'outcome="success",endpoint="similar"}[5m]))) > 0.2',
+        'sum(rate(recsys_cache_requests_total{cache="tenant_rules",result="miss"}[5m])) > 5',
+    ],
+)
+def test_alerts_on_exported_series_are_not_flagged(expr: str) -> None:
+    from recsys_audit.probes.alerts import AlertRule
+
+    rule = AlertRule("Fine", expr)
+    assert semantic_problems(rule, latency_p95_ms=250, manifest_max_age_s=93600, publish_interval_s=None) == []

@@ -215,7 +215,7 @@ def test_library_errors_that_quote_credentials_are_summarized(echo_run: HostileR
     database = [f for f in findings.values() if f["section"] == 4 and f["status"] == "error"]
     assert database, "the DSN with a raw '%' must fail"
     assert all("the DSN could not be parsed" in f["summary"] for f in database[:3]), [f["summary"] for f in database]
-    ready = findings["obs.health-endpoints"]  # /readyz answers a header line quoting the credential
+    ready = findings["auth.readyz-reachable"]  # /readyz answers a header line quoting the credential
     assert ready["status"] == "error", ready["summary"]
     assert ready["summary"].endswith("/readyz: the server broke the HTTP protocol (closed the connection or sent a "
                                      "malformed answer)"), ready["summary"]  # fmt: skip

@@ -72,6 +72,8 @@ def serving(
 ) -> dict[str, Any]:
     """Evidence for a serving-mode case: a declared mode, the service's env, its gauges, its recommend route."""
     tenant: dict[str, Any] = {"id": "acme", "surfaces": ["home"]}
+    if files and any(name.startswith("registry/current/") for name in files):  # the auditor reads them where params say
+        params.setdefault("manifests", {"template": ARTIFACT_ENV["RECSYS_ARTIFACT_MANIFEST_TEMPLATE"]})
     if mode:
         tenant.update(serving_mode=mode, mode_documented_at="https://wiki.example/recsys/serving")
     return {

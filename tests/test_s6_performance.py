@@ -2,61 +2,307 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
+from fakes import Answer, CannedDatabase, Case, check_case
 
+from recsys_audit.checks import s6_performance as s6
 from recsys_audit.checks.s6_performance import SECTION, go_duration_s
-from recsys_audit.context import AuditContext
 from recsys_audit.findings import Finding, Status
 from recsys_audit.params import load_params
+from recsys_audit.sandbox import deployment
 
-HARDENED_PASS = [
-    "perf.load-report-present",
-    "perf.load-report-sample-size",
-    "perf.load-report-errors",
-    "perf.load-report-latency",
-    "perf.backpressure-config",
-    "perf.cache-ttls",
-    "perf.tenant-rate-limit",
-    "perf.pprof-off",
+# --- every check on a fake context: the exact status for a healthy and a broken input --------------------------------
+
+NOW = dt.datetime.now(dt.UTC)
+VIEWER = {"auth": {"credentials": {"viewer": {"headers": {"X-Dev-User-Id": "auditor"}}}}}
+ITEMS = Answer(200, {"items": [{"item_id": "item-0001", "rank": 1, "score": 0.9}], "meta": {}})
+OVERLOADED = Answer(503, {"code": "RECSYS_OVERLOADED", "status": 503}, {"Retry-After": "1"})
+
+
+def report_file(**changes: Any) -> dict[str, Any]:
+    """A recorded load test (the sandbox's full report of the fake target, changed where asked)."""
+    report = deployment.load_report("full", "{url}", now=NOW)
+    report["tenant"] = "acme"
+    report.update(changes)
+    return {"params": {"load_test": {"report": "report.json"}}, "files": {"report.json": json.dumps(report)}}
+
+
+def catalog(items: int) -> CannedDatabase:
+    return CannedDatabase({s6.CATALOG_SQL: lambda params: [{"items": min(items, params[2])}]})
+
+
+def live(answer: Answer | Any, **load_test: Any) -> dict[str, Any]:
+    settings = {"allowed": True, "requests": 30, "concurrency": 3, "max_seconds": 10, **load_test}
+    return {"params": {**VIEWER, "load_test": settings}, "routes": {"POST /v1/recommend": answer}}
+
+
+def every_third(answer: Answer) -> Any:
+    counter = itertools.count()
+    return lambda request: answer if next(counter) % 3 == 0 else ITEMS
+
+
+BACKPRESSURE_ENV = {"RECSYS_BACKPRESSURE_MAX_INFLIGHT": "1", "RECSYS_BACKPRESSURE_MAX_QUEUE": "1"}
+CASES = [
+    Case(
+        "perf.backpressure-config",
+        "limits set",
+        Status.PASS,
+        {"env": {"RECSYS_BACKPRESSURE_MAX_INFLIGHT": "200", "RECSYS_BACKPRESSURE_MAX_QUEUE": "1000"}},
+    ),
+    Case("perf.backpressure-config", "upstream default", Status.FAIL, {"env": {}}, summary="MAX_INFLIGHT=0"),
+    Case("perf.cache-ttls", "caches on", Status.PASS, {"env": {"RECSYS_CONFIG_CACHE_TTL": "1m"}}),
+    Case(
+        "perf.cache-ttls",
+        "cache off",
+        Status.FAIL,
+        {"env": {"RECSYS_CONFIG_CACHE_TTL": "0s"}},
+        summary="RECSYS_CONFIG_CACHE_TTL=0s disables the cache",
+    ),
+    Case("perf.load-report-present", "six days old", Status.PASS, report_file()),
+    Case("perf.load-report-present", "none recorded", Status.FAIL, {}, summary="no load-test report recorded"),
+    Case(
+        "perf.load-report-present",
+        "dated in the future",
+        Status.WARN,
+        report_file(generated_at="2099-01-01T00:00:00Z"),
+        summary="in the future",
+    ),
+    Case("perf.load-report-present", "too old", Status.WARN, report_file(generated_at="2020-01-01T00:00:00Z")),
+    Case("perf.load-report-sample-size", "2000 answers", Status.PASS, report_file()),
+    Case(
+        "perf.load-report-sample-size",
+        "the upstream 20-request benchmark",
+        Status.FAIL,
+        report_file(requests=20, status_codes={"200": 20}, latency_ms={"p50": 1.05, "p95": 11.42, "p99": 11.42}),
+        summary="only 20 answered requests: p99 rests on 1 sample(s) and equals p95",
+    ),
+    Case("perf.load-report-target", "this target", Status.PASS, {**report_file(), "db": catalog(40)}),
+    Case(
+        "perf.load-report-target",
+        "a toy catalog",
+        Status.FAIL,
+        {**report_file(catalog_size=8), "db": catalog(40)},
+        summary="it ran on a catalog of 8 items; the target's has 40",
+    ),
+    Case(
+        "perf.load-report-target",
+        "a catalog far smaller than the target's (bounded count)",
+        Status.FAIL,
+        {**report_file(catalog_size=100), "db": catalog(10_000_000)},
+        summary="the target's has at least 10000",
+    ),
+    Case(
+        "perf.load-report-target",
+        "another tenant",
+        Status.FAIL,
+        {**report_file(tenant="demo"), "db": catalog(40)},
+        summary="it measured demo/home, which this audit does not cover",
+    ),
+    Case(
+        "perf.load-report-target",
+        "another host",
+        Status.WARN,
+        {**report_file(url="http://localhost:8000"), "db": catalog(40)},
+        summary="it measured http://localhost:8000, not the audited",
+    ),
+    Case(
+        "perf.load-report-target",
+        "a malformed report: bad URL, tenant and catalog size of the wrong types",
+        Status.FAIL,
+        {**report_file(url="http://x:port", tenant=["a"], catalog_size="5000"), "db": catalog(40)},
+        summary="it measured ['a']/home, which this audit does not cover; it measured http://x:port",
+    ),
+    Case(
+        "perf.load-report-target",
+        "no catalog size recorded",
+        Status.WARN,
+        {**report_file(catalog_size=None), "db": catalog(40)},
+        summary="records no catalog_size",
+    ),
+    Case("perf.load-report-errors", "all 200", Status.PASS, report_file()),
+    Case(
+        "perf.load-report-errors",
+        "rate limited",
+        Status.FAIL,
+        report_file(status_codes={"200": 1800, "429": 200}),
+        summary="http_429 10.00%",
+    ),
+    Case(
+        "perf.load-report-errors",
+        "measured refusals",
+        Status.FAIL,
+        report_file(status_codes={"401": 2000}, success=0),
+        summary="http_4xx_other 100.00%",
+    ),
+    Case("perf.load-report-latency", "within the SLO", Status.PASS, report_file()),
+    Case(
+        "perf.load-report-latency",
+        "slow",
+        Status.FAIL,
+        report_file(latency_ms={"p50": 90, "p95": 400, "p99": 800}),
+        summary="p95 400 ms exceeds the SLO of 250 ms",
+    ),
+    Case("perf.live-load-test", "fast answers", Status.PASS, live(ITEMS)),
+    Case(
+        "perf.live-load-test",
+        "server errors",
+        Status.FAIL,
+        live(Answer(500, {"code": "RECSYS_INTERNAL", "status": 500})),
+        summary="http_5xx_other 100.00%",
+    ),
+    Case(
+        "perf.live-load-test",
+        "audit credential refused",
+        Status.ERROR,
+        live(Answer(401, {"code": "RECSYS_AUTH_INVALID", "status": 401})),
+        summary="the audit's viewer credential was refused on 30 of 30",
+    ),
+    Case("perf.live-load-test", "not allowed", Status.SKIP, {}),
+    Case(
+        "perf.backpressure-provoked",
+        "503 RECSYS_OVERLOADED with Retry-After",
+        Status.PASS,
+        {"env": BACKPRESSURE_ENV, **live(every_third(OVERLOADED), provoke_backpressure=True)},
+        summary="request(s) shed with 503 RECSYS_OVERLOADED and Retry-After",
+    ),
+    Case(
+        "perf.backpressure-provoked",
+        "503 without Retry-After",
+        Status.FAIL,
+        {
+            "env": BACKPRESSURE_ENV,
+            **live(every_third(Answer(503, {"code": "RECSYS_OVERLOADED"})), provoke_backpressure=True),
+        },
+        summary="without RECSYS_OVERLOADED or Retry-After",
+    ),
+    Case(
+        "perf.backpressure-provoked",
+        "audit credential refused",
+        Status.ERROR,
+        {"env": BACKPRESSURE_ENV, **live(Answer(401, {"code": "RECSYS_AUTH_INVALID"}), provoke_backpressure=True)},
+        summary="the audit's viewer credential was refused",
+    ),
+    Case(
+        "perf.backpressure-provoked",
+        "never provoked on production",
+        Status.SKIP,
+        {"env": BACKPRESSURE_ENV, **live(ITEMS, provoke_backpressure=True), "params": {"target": {"production": True}}},
+    ),
+    Case("perf.tenant-rate-limit", "on, tested load passed", Status.PASS, {"env": {}, **report_file()}),
+    Case(
+        "perf.tenant-rate-limit",
+        "on, but the tested load got 429s",
+        Status.WARN,
+        {"env": {}, **report_file(status_codes={"200": 1800, "429": 200})},
+        summary="the tested load got 10.00% 429s",
+    ),
+    Case(
+        "perf.tenant-rate-limit",
+        "off",
+        Status.FAIL,
+        {"env": {"TENANT_RATE_LIMIT_ENABLED": "false"}},
+        summary="the tenant rate limiter is off",
+    ),
+    Case(
+        "perf.trusted-proxies",
+        "behind a load balancer",
+        Status.PASS,
+        {"env": {"TRUSTED_PROXIES": "10.0.0.0/8"}, "params": {"target": {"behind_proxy": True}}},
+    ),
+    Case(
+        "perf.trusted-proxies",
+        "behind a load balancer, list empty",
+        Status.FAIL,
+        {"env": {}, "params": {"target": {"behind_proxy": True}}},
+        summary="all clients share one rate-limit bucket",
+    ),
+    Case(
+        "perf.trusted-proxies",
+        "a host name in the list",
+        Status.FAIL,
+        {"env": {"TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}, "params": {"target": {"behind_proxy": True}}},
+        summary="'lb.internal' is not an IP or CIDR",
+    ),
+    Case("perf.pprof-off", "off", Status.PASS, {"env": {"PPROF_ENABLED": "false"}}),
+    Case(
+        "perf.pprof-off",
+        "reachable",
+        Status.FAIL,
+        {"env": {"PPROF_ENABLED": "true"}, "routes": {"GET /debug/pprof/": Answer(200, "profiles")}},
+        summary="/debug/pprof/ answers 200",
+    ),
 ]
 
 
-def test_hardened_passes(audit_findings) -> None:
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_fake_context(fake_audit: Any, case: Case) -> None:
+    check_case(fake_audit, case)
+
+
+# --- the full audit against the sandbox variants: every check's exact status ---------------------------------------
+
+# hardened: everything passes except these
+HARDENED_NOT_PASS = {
+    "perf.backpressure-provoked": Status.SKIP,  # never provoked on a production target
+    "perf.trusted-proxies": Status.SKIP,  # the sandbox is not behind a proxy
+}
+FAILING = {
+    "as-shipped": {
+        "perf.backpressure-config",
+        "perf.load-report-sample-size",
+        "perf.load-report-target",  # the upstream benchmark: 8 items, another host
+    },
+    "code-defects": set(),
+    "ops-defects": {"perf.backpressure-config", "perf.load-report-sample-size", "perf.pprof-off"},
+}
+
+
+def section_statuses(findings: dict[str, Any]) -> dict[str, Status]:
+    return {cid: f.status for cid, f in findings.items() if f.section == 6}
+
+
+def test_hardened_statuses_are_exact(audit_findings) -> None:
     findings = audit_findings("hardened")
-    wrong = {
-        cid: (findings[cid].status, findings[cid].summary) for cid in HARDENED_PASS if findings[cid].status != "pass"
-    }
-    assert not wrong
+    expected = {cid: HARDENED_NOT_PASS.get(cid, Status.PASS) for cid in SECTION.checks}
+    assert section_statuses(findings) == expected, {cid: findings[cid].summary for cid in SECTION.checks}
     assert findings["perf.load-report-sample-size"].evidence["answered"] >= 1000
     assert findings["perf.pprof-off"].evidence["probe"][0]["status"] != 200
+    compared = {row["what"]: row for row in findings["perf.load-report-target"].evidence["compared"]}
+    assert compared["catalog items (item_tags)"]["load test"] == 5000
+    assert compared["catalog items (item_tags)"]["audit"] == 40  # the seeded catalog of demo/home
     # the sandbox's params allow a small bounded live run; it stays within its caps and writes its report
     live = findings["perf.live-load-test"]
-    assert live.status == Status.PASS, live.summary
     caps = live.evidence["caps"]
     assert caps["sent"] <= caps["max_requests"] and caps["peak_in_flight"] <= caps["concurrency"]
     assert caps["elapsed_s"] <= caps["max_seconds"] + 5
     assert live.evidence["report_file"] == "load-test/live-report.json"
-    # provoking overload is never done on a production target, nor unless asked
-    assert findings["perf.backpressure-provoked"].status == Status.SKIP
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(FAILING))
+def test_variants_fail_exactly_the_checks_they_break(audit_findings, variant: str) -> None:
+    statuses = section_statuses(audit_findings(variant))
+    assert {cid for cid, status in statuses.items() if status == Status.FAIL} == FAILING[variant]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("check_id", "expected", "in_summary"),
+    ("variant", "check_id", "in_summary"),
     [
-        ("perf.load-report-sample-size", Status.WARN, "p99 rests on 1 sample(s) and equals p95"),
-        ("perf.backpressure-config", Status.FAIL, "RECSYS_BACKPRESSURE_MAX_INFLIGHT=0"),
-        ("perf.pprof-off", Status.FAIL, "/debug/pprof/"),
+        ("ops-defects", "perf.load-report-sample-size", "p99 rests on 1 sample(s) and equals p95"),
+        ("ops-defects", "perf.backpressure-config", "RECSYS_BACKPRESSURE_MAX_INFLIGHT=0"),
+        ("ops-defects", "perf.pprof-off", "/debug/pprof/"),
+        ("as-shipped", "perf.load-report-target", "it ran on a catalog of 8 items; the target's has 40"),
     ],
 )
-def test_ops_defects_are_caught(audit_findings, check_id: str, expected: Status, in_summary: str) -> None:
-    finding = audit_findings("ops-defects")[check_id]
-    assert finding.status == expected, finding.summary
-    assert in_summary in finding.summary
+def test_defects_are_caught_for_their_reason(audit_findings, variant: str, check_id: str, in_summary: str) -> None:
+    assert in_summary in audit_findings(variant)[check_id].summary
 
 
 @pytest.mark.parametrize(
@@ -65,67 +311,6 @@ def test_ops_defects_are_caught(audit_findings, check_id: str, expected: Status,
 )
 def test_go_durations(text: str, seconds: float) -> None:
     assert go_duration_s(text) == pytest.approx(seconds)
-
-
-def config_context(tmp_path: Path, env: str, **params_extra: object) -> AuditContext:
-    (tmp_path / "service.env").write_text(env, encoding="utf-8")
-    params = {
-        "environment": {"name": "perf"},
-        "target": {"base_url": "http://127.0.0.1:9"},
-        "tenants": [{"id": "demo", "surfaces": ["home"]}],
-        "config_sources": [{"kind": "env_file", "path": "service.env"}],
-        **params_extra,
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    return AuditContext(load_params(tmp_path / "params.yaml"), tmp_path / "run")
-
-
-def test_malformed_trusted_proxy_list_fails_behind_a_proxy(tmp_path: Path) -> None:
-    check = SECTION.checks["perf.trusted-proxies"].function
-    ctx = config_context(
-        tmp_path, "TRUSTED_PROXIES=10.0.0.0/8,lb.internal\n", target={"base_url": "http://x", "behind_proxy": True}
-    )
-    outcome = check(ctx)
-    assert outcome.status == Status.FAIL and "'lb.internal' is not an IP or CIDR" in outcome.summary
-    empty = check(config_context(tmp_path, "ENV=production\n", target={"base_url": "http://x", "behind_proxy": True}))
-    assert empty.status == Status.FAIL and "empty" in empty.summary
-    good = check(
-        config_context(
-            tmp_path,
-            "TRUSTED_PROXIES=10.0.0.0/8, 192.168.1.10\n",
-            target={"base_url": "http://x", "behind_proxy": True},
-        )
-    )
-    assert good.status == Status.PASS
-
-
-def test_load_report_with_rate_limited_requests_fails_the_budget(tmp_path: Path) -> None:
-    report = {
-        "generated_at": "2099-01-01T00:00:00Z",
-        "url": "http://x",
-        "requests": 1000,
-        "concurrency": 10,
-        "success": 900,
-        "errors": 0,
-        "rps": 500,
-        "latency_ms": {"p50": 2, "p95": 9, "p99": 20},
-        "status_codes": {"200": 900, "429": 100},
-    }
-    (tmp_path / "report.json").write_text(json.dumps(report), encoding="utf-8")
-    ctx = config_context(tmp_path, "TENANT_RATE_LIMIT_ENABLED=true\n", load_test={"report": "report.json"})
-    errors = SECTION.checks["perf.load-report-errors"].function(ctx)
-    assert errors.status == Status.FAIL and errors.evidence["http_429"] == 0.1
-    limiter = SECTION.checks["perf.tenant-rate-limit"].function(ctx)
-    assert limiter.status == Status.WARN and "10.00% 429s" in limiter.summary
-    off = SECTION.checks["perf.tenant-rate-limit"].function(
-        config_context(tmp_path, "TENANT_RATE_LIMIT_ENABLED=false\n")
-    )
-    assert off.status == Status.FAIL
-
-
-def test_disabled_cache_fails(tmp_path: Path) -> None:
-    outcome = SECTION.checks["perf.cache-ttls"].function(config_context(tmp_path, "RECSYS_CONFIG_CACHE_TTL=0s\n"))
-    assert outcome.status == Status.FAIL and "RECSYS_CONFIG_CACHE_TTL=0s disables the cache" in outcome.summary
 
 
 # --- provoking backpressure on live, non-production sandbox instances ------------------------------------------

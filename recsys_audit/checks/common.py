@@ -7,7 +7,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, manual
@@ -116,9 +115,8 @@ def configured_manifest_template(ctx: AuditContext) -> str | None:
 
 
 def audited_manifest_template(ctx: AuditContext) -> str | None:
-    """Where the kit reads manifests: params manifests.template, else the service's own template."""
-    template = ctx.params.manifests.template or configured_manifest_template(ctx)
-    return template if template and urlparse(template).scheme in {"file", "s3", "http", "https"} else None
+    """Where the kit reads manifests (see :attr:`AuditContext.manifest_template`)."""
+    return ctx.manifest_template
 
 
 def _row(source: str, observation: str, mode: str | None, decisive: bool = True) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Every query here runs through ``ctx.db`` (read-only transaction, statement timeo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -16,17 +17,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from recsys_audit.catalog import Section
 from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import awaiting_attestation
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, manual, passed, skipped, warned, worst
 from recsys_audit.probes import ProbeError
 
 SECTION = Section(4, "Database and migrations", notebook="04_database")
 
-BACKUP_ITEM = "Ensure Postgres is provisioned with backups and a tested restore procedure"
-MIGRATION_ITEM = "Confirm migrations are applied safely"
-JOB_ITEM = "An explicit migration job in production (not “hope MIGRATE_ON_START is fine”)"
-ROLLBACK_ITEM = "Document your rollback strategy for schema changes"
-ISOLATION_ITEM = "Ensure Postgres is provisioned safely: tenant isolation, least privilege, TLS, capacity"
 REF_DB = "recsys-data-and-ops §1 (database)"
 REF_MIGRATIONS = "recsys-data-and-ops §2 (migration tooling, schema_migrations)"
 
@@ -64,8 +61,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _age_h(moment: dt.datetime) -> float:
+    """Hours since ``moment`` (negative: in the future); a naive time is taken as UTC."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return round((_now() - moment).total_seconds() / 3600, 1)
+
+
 def _hours_since(moment: dt.datetime | None) -> float | None:
-    return None if moment is None else round((_now() - moment).total_seconds() / 3600, 1)
+    return None if moment is None else _age_h(moment)
 
 
 # --- migrations ----------------------------------------------------------------------------------------------------
@@ -196,19 +199,90 @@ def migrations_current(ctx: AuditContext) -> Outcome:
     reference="recsys-data-and-ops §2 (MIGRATE_ON_START, no migration Job in the chart)",
 )
 def migrate_on_start_off(ctx: AuditContext) -> Outcome:
-    setting = ctx.config.get("MIGRATE_ON_START")
     job = ctx.params.migrations.explicit_job
-    evidence = {"config": [setting.row()], "explicit_job": job}
-    enabled = ctx.config.flag("MIGRATE_ON_START")
-    if enabled:
+    at_boot, evidence = boot_migration(ctx)
+    evidence["explicit_job"] = job
+    try:
+        setting = ctx.config.get("MIGRATE_ON_START")
+        enabled = ctx.config.flag("MIGRATE_ON_START")
         production = ctx.config.production or ctx.params.target.production
+        evidence["config"] = [setting.row()]
+    except ProbeError as exc:  # no config to read: the data may still show it
+        enabled, production = None, ctx.params.target.production
+        evidence["config"] = str(exc)
+    if enabled:
         verdict = failed if production else warned
         return verdict(f"MIGRATE_ON_START is on ({setting.source}): every replica migrates at boot", **evidence)
+    if at_boot and enabled is None:
+        return failed(f"{at_boot}: a replica migrates at boot (MIGRATE_ON_START is not visible)", **evidence)
+    if at_boot:
+        return warned(
+            f"MIGRATE_ON_START is off, but {at_boot}: something migrates at boot, or the migration job raced the "
+            "rollout",
+            **evidence,
+        )
     if enabled is None:
         return warned("MIGRATE_ON_START is not visible (set in a secret the kit cannot read)", **evidence)
     if not job:
         return manual("MIGRATE_ON_START is off; name the explicit migration job (migrations.explicit_job)", **evidence)
     return passed(f"MIGRATE_ON_START is off; migrations run by {job}", **evidence)
+
+
+# A migration applied this soon after a replica's process started was applied by that replica at boot.
+BOOT_WINDOW_S = 300
+CLOCK_SLACK_S = 5  # the database's and the service host's clocks may differ a little
+
+
+def replica_starts(ctx: AuditContext) -> tuple[list[tuple[str, float]], str]:
+    """(replica, start time) of every replica: ``process_start_time_seconds`` of each scraped instance that exports
+    recsys series (Prometheus), else of the one ``/metrics`` the params name."""
+    from recsys_audit.checks.s5_observability import job_selector
+
+    if ctx.params.prometheus.url:
+        promql = (
+            f"process_start_time_seconds{job_selector(ctx)} and on (job, instance) recsys_backpressure_rejections_total"
+        )
+        with contextlib.suppress(ProbeError):
+            found = ctx.prometheus.query(promql)
+            if found:
+                return [(row["metric"].get("instance", "?"), row["value"]) for row in found], f"Prometheus: {promql}"
+    if ctx.metrics.has("process_start_time_seconds"):
+        return [("metrics_url", ctx.metrics.total("process_start_time_seconds"))], "/metrics"
+    return [], "no process_start_time_seconds in Prometheus or /metrics"
+
+
+def boot_migration(ctx: AuditContext) -> tuple[str | None, dict[str, Any]]:
+    """Whether the newest applied migration was applied right after a replica started — the data's answer to
+    "does the service migrate at boot", whatever the config says. Returns (what shows it or None, evidence)."""
+    try:
+        history = [row for row in migration_history(ctx) if row["success"] and row.get("applied_at")]
+        starts, source = replica_starts(ctx)
+    except ProbeError as exc:
+        return None, {"boot_evidence": f"not visible: {exc}"}
+    if not history or not starts:
+        return None, {"boot_evidence": "not visible: " + ("no applied migration" if not history else source)}
+    newest = max(history, key=lambda row: row["applied_at"])
+    applied = newest["applied_at"].timestamp()
+    rows = [
+        {
+            "replica": replica,
+            "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+            "newest_migration_after_start_s": round(applied - started, 1),
+        }
+        for replica, started in starts
+    ]
+    evidence: dict[str, Any] = {
+        "boot_evidence": source,
+        "newest_migration": newest["version"],
+        "newest_applied_at": newest["applied_at"].isoformat(timespec="seconds"),
+        "boot_window_s": BOOT_WINDOW_S,
+        "replica_starts": rows,
+    }
+    for row in rows:
+        if -CLOCK_SLACK_S <= row["newest_migration_after_start_s"] <= BOOT_WINDOW_S:
+            after = row["newest_migration_after_start_s"]
+            return f"migration {newest['version']} was applied {after:g} s after {row['replica']} started", evidence
+    return None, evidence
 
 
 @SECTION.check(
@@ -237,17 +311,27 @@ ARCHIVER_SQL = (
 )
 
 
+FUTURE_SLACK_H = 0.1  # clocks differ a little; a timestamp further ahead than this is not evidence of anything
+
+
 def _external_backup(ctx: AuditContext, max_age_h: int) -> tuple[Status, str] | None:
     deployment = ctx.params.deployment
     if not deployment.backup_tool:
         return None
     if deployment.last_backup_at is None:
         return Status.MANUAL, f"backups by {deployment.backup_tool}; last backup time not in params (attest it)"
-    last = deployment.last_backup_at
-    age_h = _hours_since(last if last.tzinfo else last.replace(tzinfo=dt.UTC))
-    if age_h is not None and age_h > max_age_h:
+    age_h = _age_h(deployment.last_backup_at)
+    if age_h < -FUTURE_SLACK_H:
+        return Status.WARN, (
+            f"the last {deployment.backup_tool} backup is dated {-age_h} h in the future "
+            "(deployment.last_backup_at): not evidence of a backup"
+        )
+    if age_h > max_age_h:
         return Status.FAIL, f"last {deployment.backup_tool} backup is {age_h} h old (policy {max_age_h} h)"
     return Status.PASS, f"backups by {deployment.backup_tool}, last {age_h} h ago (policy {max_age_h} h)"
+
+
+_VERDICTS = {Status.PASS: passed, Status.FAIL: failed, Status.WARN: warned, Status.MANUAL: manual}
 
 
 @SECTION.check(
@@ -280,17 +364,17 @@ def backups(ctx: AuditContext) -> Outcome:
     if row["archive_mode"] not in {"on", "always"} or command in {"", "(disabled)"}:
         if external:
             status, text = external
-            return {Status.PASS: passed, Status.FAIL: failed, Status.MANUAL: manual}[status](
-                f"WAL archiving off; {text}", **evidence
-            )
+            return _VERDICTS[status](f"WAL archiving off; {text}", **evidence)
         return failed("no backups: WAL archiving is off and no external backup tool is named in params", **evidence)
     last_ok, last_failed = row["last_archived_time"], row["last_failed_time"]
     if last_failed is not None and (last_ok is None or last_failed > last_ok):
         return failed(f"WAL archiving is failing ({row['failed_count']} failures, none archived since)", **evidence)
     if last_ok is None:
         return warned("WAL archiving is on but no segment has been archived yet", **evidence)
-    age_h = _hours_since(last_ok)
-    if age_h is not None and age_h > max_age_h:
+    age_h = _age_h(last_ok)
+    if age_h < -FUTURE_SLACK_H:
+        return warned(f"the last archived WAL segment is dated {-age_h} h in the future: check the clocks", **evidence)
+    if age_h > max_age_h:
         return failed(f"last WAL segment archived {age_h} h ago (policy {max_age_h} h)", **evidence)
     return passed(f"WAL archiving on: {row['archived_count']} segments, last {age_h} h ago", **evidence)
 
@@ -343,28 +427,48 @@ def restore_tested(ctx: AuditContext) -> Outcome:
 
 
 @SECTION.check(
-    "db.schema-rollback-documented",
+    "db.down-migrations",
     items=("4.schema-rollback",),
     evidence=EvidenceClass.DATA,
-    title="Schema rollback strategy is documented and down migrations exist",
+    title="Every up migration has its down migration",
     severity=Severity.MEDIUM,
-    remediation="Document how a schema change is rolled back (down migration, forward fix, restore) and keep a "
-    "<version>_<name>.down.sql beside every up migration; attest the document.",
+    remediation="Keep a <version>_<name>.down.sql beside every up migration (a no-op one where nothing can be "
+    "undone, saying so), and name the migrations directory in params migrations.directory.",
+    reference=REF_MIGRATIONS,
+)
+def down_migrations(ctx: AuditContext) -> Outcome:
+    directory = ctx.params.migrations.directory
+    if not directory:
+        return warned("no migrations.directory in params: down migrations cannot be inspected")
+    folder = ctx.params.path(directory)
+    ups = sorted(p.name for p in folder.glob("*.up.sql")) if folder.is_dir() else []
+    if not ups:
+        raise ProbeError(f"no *.up.sql migrations in {folder} — correct migrations.directory")
+    missing = [name for name in ups if not (folder / name.replace(".up.sql", ".down.sql")).is_file()]
+    evidence = {"directory": directory, "up_migrations": len(ups), "without_down": [{"file": n} for n in missing]}
+    if missing:
+        return failed(f"{len(missing)} of {len(ups)} migrations have no down migration", **evidence)
+    return passed(f"all {len(ups)} migrations have a down migration", **evidence)
+
+
+@SECTION.check(
+    "db.schema-rollback-documented",
+    items=("4.schema-rollback",),
+    evidence=EvidenceClass.ATTESTED,
+    cannot_fail="manual by design: a rollback strategy is a document only a reviewer can attest (the down "
+    "migrations behind it are checked by db.down-migrations)",
+    title="The rollback strategy for schema changes is documented",
+    severity=Severity.MEDIUM,
+    remediation="Document how a schema change is rolled back (down migration, forward fix, or restore) and attest "
+    "the document in params (attestations: check db.schema-rollback-documented).",
     reference=REF_MIGRATIONS,
 )
 def schema_rollback_documented(ctx: AuditContext) -> Outcome:
-    directory = ctx.params.migrations.directory
-    if not directory:
-        return manual("the rollback strategy is a document: attest it (no migrations.directory to inspect)")
-    folder = ctx.params.path(directory)
-    ups = sorted(p.name for p in folder.glob("*.up.sql")) if folder.is_dir() else []
-    missing = [name for name in ups if not (folder / name.replace(".up.sql", ".down.sql")).is_file()]
-    evidence = {"directory": directory, "up_migrations": len(ups), "without_down": [{"file": n} for n in missing]}
-    if not ups:
-        raise ProbeError(f"no *.up.sql migrations in {folder} — correct migrations.directory")
-    if missing:
-        return failed(f"{len(missing)} of {len(ups)} migrations have no down migration", **evidence)
-    return manual(f"all {len(ups)} migrations have a down migration; attest the documented strategy", **evidence)
+    return awaiting_attestation(
+        ctx,
+        "db.schema-rollback-documented",
+        "attest the documented rollback strategy for schema changes (down migration, forward fix or restore)",
+    )
 
 
 # --- isolation, privileges, TLS, capacity --------------------------------------------------------------------------
@@ -486,6 +590,24 @@ SESSION_TLS_SQL = (
 )
 
 
+# sslmode values that encrypt (libpq): anything else may fall back to, or insists on, clear text
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+def database_url_sslmode(ctx: AuditContext) -> str | None:
+    """The sslmode of the service's DATABASE_URL when the config shows it (libpq's default when unset)."""
+    try:
+        url = ctx.config.value("DATABASE_URL")
+    except ProbeError:
+        return None
+    if not url:
+        return None
+    try:
+        return str(conninfo_to_dict(url).get("sslmode") or "prefer (libpq default)")
+    except Exception:  # an unparseable URL tells nothing about TLS
+        return "unparseable"
+
+
 @SECTION.check(
     "db.connection-tls",
     items=("4.backups-restore",),
@@ -493,42 +615,50 @@ SESSION_TLS_SQL = (
     title="Database connections use TLS",
     severity=Severity.HIGH,
     remediation="Enable ssl on the server and put sslmode=verify-full (at least require) in DATABASE_URL; the "
-    "upstream bundled DSN uses sslmode=disable.",
+    "upstream bundled DSN uses sslmode=disable. Name the service role in params database.service_role so its "
+    "sessions can be examined.",
     reference="recsys-data-and-ops §4 (bundled Postgres DSN with sslmode=disable)",
 )
 def connection_tls(ctx: AuditContext) -> Outcome:
     server = ctx.db.query(TLS_SQL)[0]
-    role, _ = service_role(ctx)
+    role, source = service_role(ctx)
     sessions = ctx.db.query(SESSION_TLS_SQL, (role,)) if role else []
-    evidence: dict[str, Any] = {"sql": TLS_SQL, "server": [server], "service_role": role, "service_sessions": sessions}
+    sslmode = database_url_sslmode(ctx)
+    evidence: dict[str, Any] = {
+        "sql": TLS_SQL,
+        "server": [server],
+        "service_role": role,
+        "service_role_from": source,
+        "service_sessions": sessions,
+        "database_url_sslmode": sslmode or "not visible",
+    }
+    url_encrypts = bool(sslmode) and sslmode.startswith(TLS_SSLMODES)
     statuses: list[tuple[Status, str]] = []
-    try:
-        url = ctx.config.value("DATABASE_URL")
-    except ProbeError:
-        url = None
-    if url:
-        try:
-            sslmode = str(conninfo_to_dict(url).get("sslmode") or "prefer (libpq default)")
-        except Exception:  # unparseable: leave it to the session evidence
-            sslmode = "unparseable"
-        evidence["database_url_sslmode"] = sslmode
-        if sslmode.startswith(("disable", "allow")):
-            statuses.append((Status.FAIL, f"DATABASE_URL has sslmode={sslmode}"))
-        elif sslmode.startswith("prefer"):
-            statuses.append((Status.WARN, "DATABASE_URL sslmode=prefer falls back to clear text"))
+    if sslmode and sslmode.startswith(("disable", "allow")):
+        statuses.append((Status.FAIL, f"DATABASE_URL has sslmode={sslmode}"))
+    elif sslmode and not url_encrypts:
+        statuses.append((Status.WARN, f"DATABASE_URL sslmode={sslmode} may fall back to clear text"))
     if server["server_ssl"] != "on":
         statuses.append((Status.FAIL, "the server has ssl=off"))
-    plain = sum(row["sessions"] for row in sessions if not row["ssl"])
+    plain = sum(row["sessions"] for row in sessions if row["ssl"] is False)
+    hidden = sum(row["sessions"] for row in sessions if row["ssl"] is None)
+    encrypted = sum(row["sessions"] for row in sessions if row["ssl"])
+    if role is None:
+        statuses.append((Status.WARN, "service role unknown (database.service_role): its sessions were not examined"))
     if plain:
         statuses.append((Status.FAIL, f"{plain} service session(s) without TLS"))
+    if hidden:
+        statuses.append((Status.WARN, f"TLS of {hidden} service session(s) not visible (grant pg_read_all_stats)"))
+    if role and not sessions and not url_encrypts:
+        statuses.append((Status.WARN, f"no session of {role} to examine and no DATABASE_URL that requires TLS"))
     if not server["auditor_ssl"]:
         statuses.append((Status.WARN, "the audit's own connection is not encrypted"))
-    if not statuses:
-        seen = sum(row["sessions"] for row in sessions)
-        return passed(f"server ssl on; {seen} service session(s), all TLS", **evidence)
-    status = worst(*(s for s, _ in statuses))
-    summary = "; ".join(text for _, text in statuses)
-    return failed(summary, **evidence) if status == Status.FAIL else warned(summary, **evidence)
+    if statuses:
+        status = worst(*(s for s, _ in statuses))
+        summary = "; ".join(text for _, text in statuses)
+        return failed(summary, **evidence) if status == Status.FAIL else warned(summary, **evidence)
+    shown = f"{encrypted} service session(s), all TLS" if sessions else f"DATABASE_URL sslmode={sslmode}"
+    return passed(f"server ssl on; {shown}", **evidence)
 
 
 @SECTION.check(
@@ -597,10 +727,10 @@ HIDDEN_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client
     "db.long-transactions",
     items=("4.migrations-safe",),
     evidence=EvidenceClass.DATA,
-    title="No long-running transactions (they hold back vacuum and locks)",
+    title="No long-running or abandoned transactions (they hold back vacuum and locks)",
     severity=Severity.LOW,
     remediation="Find the session (pid, application) and end it; set idle_in_transaction_session_timeout and a "
-    "statement_timeout for the service role.",
+    "statement_timeout for the service role. A transaction left idle is a leaked connection in the application.",
     reference=REF_DB,
 )
 def long_transactions(ctx: AuditContext) -> Outcome:
@@ -610,6 +740,13 @@ def long_transactions(ctx: AuditContext) -> Outcome:
     evidence: dict[str, Any] = {"sql": LONG_XACT_SQL, "limit_s": limit, "transactions": rows}
     if hidden:
         evidence["sessions_not_visible"] = hidden
+    abandoned = [row for row in rows if str(row["state"] or "").startswith("idle in transaction")]
+    if abandoned:
+        return failed(
+            f"{len(abandoned)} transaction(s) idle for more than {limit} s (oldest {abandoned[0]['open_s']} s): "
+            "abandoned by their client, they hold locks and stop vacuum",
+            **evidence,
+        )
     if rows:
         return warned(
             f"{len(rows)} transaction(s) open longer than {limit} s (oldest {rows[0]['open_s']} s)", **evidence

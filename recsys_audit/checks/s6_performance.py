@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from recsys_audit.catalog import Section
 from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checks.common import credential_field
 from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, failed, passed, skipped, warned
@@ -21,6 +23,10 @@ register_config_rules(SECTION)  # backpressure limits, cache TTLs
 HTTP_REF = "recsys-http-and-config"
 OPS_REF = "recsys-data-and-ops"
 MIN_REQUESTS_FOR_P99 = 1000  # below this the top percentiles are a handful of samples (20 requests: p95 = p99 = max)
+MIN_CATALOG_SHARE = 0.5  # a load test on less than half the real catalog measures caches, not the service
+CATALOG_COUNT = (10_000, 1_000_000)  # item_tags rows counted at least / at most (an index range, bounded)
+FUTURE_SLACK_DAYS = 0.01  # clocks differ a little; a report dated further ahead is not evidence of a run
+RECOMMEND_ENDPOINTS = ("/v1/recommend", "/v1/similar")
 LIVE_REPORT = "load-test/live-report.json"
 
 
@@ -83,9 +89,15 @@ def load_report_present(ctx: AuditContext) -> Outcome:
     age_days = (dt.datetime.now(dt.UTC) - report.generated).total_seconds() / 86400
     limit = ctx.params.policies.load_test_max_age_days
     evidence = {**_report_summary(report), "age_days": round(age_days, 1), "max_age_days": limit}
+    if age_days < -FUTURE_SLACK_DAYS:
+        return warned(
+            f"the load-test report is dated {report.generated_at}, {-age_days:.1f} days in the future: "
+            "not evidence of a run (clock skew or an edited report)",
+            **evidence,
+        )
     if age_days > limit:
         return warned(f"the load-test report is {age_days:.0f} days old (policy {limit} days)", **evidence)
-    return passed(f"load-test report from {report.generated_at} ({age_days:.1f} days old)", **evidence)
+    return passed(f"load-test report from {report.generated_at} ({max(age_days, 0):.1f} days old)", **evidence)
 
 
 @SECTION.check(
@@ -106,12 +118,96 @@ def load_report_sample_size(ctx: AuditContext) -> Outcome:
     evidence = {"requests": report.requests, "answered": answered, "latency_ms": report.latency_ms}
     if answered < MIN_REQUESTS_FOR_P99:
         top_k = max(1, int(answered * 0.01))
-        return warned(
+        return failed(
             f"only {answered} answered requests: p99 rests on {top_k} sample(s)"
             + (" and equals p95" if report.latency_ms.get("p95") == report.latency_ms.get("p99") else ""),
             **evidence,
         )
     return passed(f"{answered} answered requests", **evidence)
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL (the text itself when it is not one)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return url
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+CATALOG_SQL = (
+    "SELECT count(*) AS items FROM (SELECT 1 FROM item_tags WHERE tenant_id = "
+    "(SELECT id FROM tenants WHERE external_id = %s) AND namespace = %s LIMIT %s) catalog"
+)
+
+
+def target_catalog(ctx: AuditContext, tenant: str, surface: str, up_to: int) -> int:
+    """Items of a tenant's surface in ``item_tags``, counted up to ``up_to`` (index range, never the whole table)."""
+    return int(ctx.db.scalar(CATALOG_SQL, (tenant, surface, up_to)) or 0)
+
+
+@SECTION.check(
+    "perf.load-report-target",
+    items=("6.load-test",),
+    evidence=EvidenceClass.DATA,
+    title="The load test measured the audited service, a declared tenant and surface, and a production-sized catalog",
+    severity=Severity.MEDIUM,
+    remediation="Run the load test against this deployment (or a copy with the same data), with TENANT_ID and "
+    "SURFACE of an audited tenant and CATALOG_SIZE recorded; a catalog much smaller than the real one measures "
+    "caches, not the service.",
+    reference=f"{OPS_REF} §7 (loadtest env and report fields; upstream benchmark: catalog 8)",
+)
+def load_report_target(ctx: AuditContext) -> Outcome:
+    if not ctx.params.load_test.report:
+        return skipped("no load-test report (see perf.load-report-present)")
+    report = load_report(ctx)
+    base_url = ctx.params.target.base_url
+    surfaces = {tenant.id: tenant.surfaces for tenant in ctx.params.tenants}
+    tenant, surface, url = (str(value or "") for value in (report.tenant, report.surface, report.url))
+    catalog = report.extra.get("catalog_size")
+    compared = [
+        {"what": "service", "load test": url, "audit": base_url},
+        {"what": "endpoint", "load test": report.endpoint, "audit": " or ".join(RECOMMEND_ENDPOINTS)},
+        {
+            "what": "tenant/surface",
+            "load test": f"{tenant or '?'}/{surface or '?'}",
+            "audit": ", ".join(f"{t}/{s}" for t, names in surfaces.items() for s in names),
+        },
+    ]
+    fails, warns = [], []
+    if not tenant or not surface:
+        warns.append("the report names no tenant or surface")
+    elif surface not in surfaces.get(tenant, []):
+        fails.append(f"it measured {tenant}/{surface}, which this audit does not cover")
+    if _origin(url) != _origin(base_url):
+        warns.append(f"it measured {url or 'no URL'}, not the audited {base_url}")
+    if report.endpoint not in RECOMMEND_ENDPOINTS:
+        warns.append(f"it measured {report.endpoint}, not a recommendation endpoint")
+    target: int | str = "not compared"
+    if not isinstance(catalog, int) or isinstance(catalog, bool) or catalog < 0:
+        warns.append("the report records no catalog_size: production-likeness unknown")
+    elif tenant and surface:
+        least, most = CATALOG_COUNT
+        up_to = min(max(int(catalog / MIN_CATALOG_SHARE) + 1, least), most)
+        try:
+            items = target_catalog(ctx, tenant, surface, up_to)
+            target = items if items < up_to else f"at least {up_to}"
+            if items == 0:
+                warns.append(f"no item_tags rows for {tenant}/{surface}: the catalog is not visible")
+            elif catalog < items * MIN_CATALOG_SHARE:  # items is exact, or a lower bound: the verdict holds
+                fails.append(f"it ran on a catalog of {catalog} items; the target's has {target}")
+            elif items == up_to == most:
+                warns.append(f"the target's catalog has at least {most} items: not compared further")
+        except ProbeError as exc:
+            warns.append(f"the target's catalog is not visible ({exc})")
+    compared.append({"what": "catalog items (item_tags)", "load test": catalog, "audit": target})
+    evidence = {"compared": compared, "catalog_sql": CATALOG_SQL, "min_catalog_share": MIN_CATALOG_SHARE}
+    if fails:
+        return failed("the load test is not about this target: " + "; ".join(fails + warns), **evidence)
+    if warns:
+        return warned("; ".join(warns), **evidence)
+    return passed(f"it measured {tenant}/{surface} on {url} with a catalog of {catalog} items", **evidence)
 
 
 @SECTION.check(
@@ -137,11 +233,13 @@ def _judge_errors(report: LoadTestReport, budget: float) -> Outcome:
     limited = report.status_share(429)
     overloaded = report.status_share(503)
     server = report.status_share(500, 502, 504)
+    refused = report.status_share(*(code for code in range(400, 500) if code != 429))
     shares = {
         "transport_errors": round(transport, 4),
         "http_429": round(limited, 4),
         "http_503": round(overloaded, 4),
         "http_5xx_other": round(server, 4),
+        "http_4xx_other": round(refused, 4),
     }
     evidence = {"budget": budget, **shares, "status_codes": report.status_codes}
     over = [f"{name} {share:.2%}" for name, share in shares.items() if share > budget]
@@ -175,6 +273,17 @@ def load_report_latency(ctx: AuditContext) -> Outcome:
 # --- the live load test ----------------------------------------------------------------------------------------
 
 
+def accepted_run(run: LoadTestRun) -> LoadTestRun:
+    """``run``, unless the audit's own credential was refused: 401s measure the audit, not the service."""
+    refused = run.status_codes.get(401, 0)
+    if refused:
+        raise ProbeError(
+            f"the audit's viewer credential was refused on {refused} of {run.sent} load-test requests (401): renew "
+            f"or correct {credential_field('viewer')} in params"
+        )
+    return run
+
+
 def live_load_test(ctx: AuditContext) -> LoadTestRun:
     """The bounded live load test, run at most once per kernel (only when params allow it)."""
 
@@ -203,7 +312,7 @@ def live_load_test_check(ctx: AuditContext) -> Outcome:
     settings = ctx.params.load_test
     if not settings.allowed:
         return skipped("live load testing is not allowed by params (load_test.allowed: false)")
-    run = live_load_test(ctx)
+    run = accepted_run(live_load_test(ctx))
     tenant = ctx.params.tenants[0]
     report = run.report(ctx.params.target.base_url, "/v1/recommend", tenant.id, tenant.surfaces[0], 1000)
     path = ctx.run_dir / LIVE_REPORT
@@ -286,7 +395,7 @@ def backpressure_provoked(ctx: AuditContext) -> Outcome:
     tenant = ctx.params.tenants[0]
     sender = recommend_sender(ctx.service, tenant.id, tenant.surfaces[0])
     try:
-        run = run_load_test(sender, settings.requests, concurrency, settings.max_seconds)
+        run = accepted_run(run_load_test(sender, settings.requests, concurrency, settings.max_seconds))
     finally:
         sender.close()
     replies = [{"status": r.status, "code": r.code, "retry_after": r.retry_after} for r in run.overload_replies[:5]]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from recsys_audit.catalog import Section
 from recsys_audit.checklist import EvidenceClass
-from recsys_audit.checks.common import artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
+from recsys_audit.checks.common import accepted, artifact_mode, awaiting_attestation, identity_for, tenant_surfaces
 from recsys_audit.checks.config_rules import register_config_rules
 from recsys_audit.context import AuditContext
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
@@ -33,7 +34,7 @@ def served(ctx: AuditContext, tenant: str, surface: str) -> ProbeResponse:
         role = identity_for(ctx, tenant)
         if role is None:
             raise ProbeError(f"no credential for tenant {tenant} in params (auth.credentials / auth.other_tenant)")
-        return ctx.service.recommend(tenant, surface, role=role)
+        return accepted(ctx.service.recommend(tenant, surface, role=role))
 
     return ctx.memo(f"s7:recommend:{tenant}:{surface}", ask)
 
@@ -89,6 +90,50 @@ def response_versions(ctx: AuditContext) -> Outcome:
     return passed(f"{len(rows)} response(s) carry all versions and a request id", responses=rows)
 
 
+# /version's values when the binary was built without release ldflags (reference: recsys-http-and-config §1).
+UNRELEASED_BUILD = {"version": "dev", "commit": "none", "date": "unknown"}
+RELEASE_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")  # v1.2.3; pre-release, dirty or branch builds are not releases
+
+
+@SECTION.check(
+    "rollout.version-endpoint",
+    items=("7.algo-version-procedure", "7.version-served"),
+    evidence=EvidenceClass.LIVE,
+    title="GET /version names a release build, the one the deployment pins",
+    severity=Severity.MEDIUM,
+    remediation="Build the image with the release ldflags (version, commit, date: the defaults are dev / none / "
+    "unknown) from a release tag, and deploy it by that tag (api.image.tag) so a rollback knows what it returns to.",
+    reference=f"{HTTP_REF} §1 (/version from ldflags), {OPS_REF} §4 (api.image)",
+)
+def version_endpoint(ctx: AuditContext) -> Outcome:
+    response = ctx.service.get("/version")
+    body = response.json() if response.status == 200 else None  # a 200 that is not JSON: error
+    evidence: dict[str, Any] = {"probe": [response.evidence()]}
+    if not isinstance(body, dict):
+        return failed(f"GET /version -> {response.status}: no build information", **evidence)
+    build = {name: str(body.get(name) or "") for name in UNRELEASED_BUILD}
+    evidence["build"] = [build]
+    version = build["version"]
+    tag = image_reference(ctx.config.deployment.get("image"))[1] if _helm_visible(ctx) else ""
+    evidence["image_tag"] = tag or "not visible"
+    unreleased = [
+        f"{name}={value or '(empty)'}" for name, value in build.items() if value in {"", UNRELEASED_BUILD[name]}
+    ]
+    if unreleased:
+        verdict = failed if ctx.params.target.production else warned
+        return verdict(f"the running build carries no release information: {', '.join(unreleased)}", **evidence)
+    if not RELEASE_VERSION.match(version):
+        return warned(f"the running build is {version}, not a release version", **evidence)
+    if RELEASE_VERSION.match(tag) and tag.removeprefix("v") != version.removeprefix("v"):
+        return warned(
+            f"the service runs {version} but the deployment pins {tag}: a rollout in progress, or values that are "
+            "not what is deployed",
+            **evidence,
+        )
+    pinned = f", as the deployment pins ({tag})" if RELEASE_VERSION.match(tag) else ""
+    return passed(f"release {version} (commit {build['commit']}, built {build['date']}){pinned}", **evidence)
+
+
 @SECTION.check(
     "rollout.config-etag-matches",
     items=("7.config-rules-procedure", "7.version-served"),
@@ -104,10 +149,12 @@ def config_etag_matches(ctx: AuditContext) -> Outcome:
     for tenant, surface in tenant_surfaces(ctx):
         meta = _meta(served(ctx, tenant, surface))
         for document, field in (("config", "config_version"), ("rules", "rules_version")):
-            admin = ctx.service.get(
-                f"/v1/admin/tenants/{tenant}/{document}",
-                role=identity_for(ctx, tenant) or "viewer",
-                headers={ctx.params.auth.tenant_header: tenant},
+            admin = accepted(
+                ctx.service.get(
+                    f"/v1/admin/tenants/{tenant}/{document}",
+                    role=identity_for(ctx, tenant) or "viewer",
+                    headers={ctx.params.auth.tenant_header: tenant},
+                )
             )
             etag = (admin.headers.get("etag") or "").strip('"') or None
             version = meta.get(field)
@@ -199,11 +246,13 @@ def audit_log_db(ctx: AuditContext) -> Outcome:
 def audit_route(ctx: AuditContext) -> Outcome:
     rows = []
     for tenant in ctx.params.tenants:
-        response = ctx.service.get(
-            f"/v1/admin/tenants/{tenant.id}/audit",
-            role=identity_for(ctx, tenant.id) or "viewer",
-            params={"limit": 5},
-            headers={ctx.params.auth.tenant_header: tenant.id},
+        response = accepted(
+            ctx.service.get(
+                f"/v1/admin/tenants/{tenant.id}/audit",
+                role=identity_for(ctx, tenant.id) or "viewer",
+                params={"limit": 5},
+                headers={ctx.params.auth.tenant_header: tenant.id},
+            )
         )
         body = response.json() if response.status == 200 else response.json_or_none()
         entries = body.get("entries") if isinstance(body, dict) else None
@@ -384,30 +433,43 @@ def replicas(ctx: AuditContext) -> Outcome:
 
 @SECTION.check(
     "rollout.cache-invalidation-scope",
-    items=("7.config-rules-procedure",),
+    items=("7.config-rules-procedure", "7.manifest-procedure"),
     evidence=EvidenceClass.CONFIG,
-    title="Admin cache invalidation reaches every replica",
-    severity=Severity.LOW,
-    remediation="After a config/rules rollback, expect up to the cache TTL of stale answers on other replicas: "
-    "lower RECSYS_CONFIG_CACHE_TTL/RECSYS_RULES_CACHE_TTL, or invalidate through each pod, or restart the rollout.",
+    title="After a rollback, every replica serves the restored version within the policy",
+    severity=Severity.MEDIUM,
+    remediation="Admin cache invalidation clears only the replica that serves it; the others keep the old config, "
+    "rules or manifest for up to their cache TTL. Lower RECSYS_CONFIG_CACHE_TTL / RECSYS_RULES_CACHE_TTL / "
+    "RECSYS_ARTIFACT_MANIFEST_TTL to policies.rollback_staleness_max_s, or make the procedure invalidate every pod "
+    "(or restart the rollout).",
     reference=f"{OPS_REF} §1.8 (invalidation clears only the serving replica)",
 )
 def cache_invalidation_scope(ctx: AuditContext) -> Outcome:
     if not _helm_visible(ctx):
         return skipped("no Helm values in config_sources: replicas are not visible")
     count = replica_count(ctx)
+    limit = ctx.params.policies.rollback_staleness_max_s
     names = ["RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"]
     if artifact_mode(ctx):
-        names += ["RECSYS_ARTIFACT_MANIFEST_TTL", "RECSYS_ARTIFACT_CACHE_TTL"]
+        names.append("RECSYS_ARTIFACT_MANIFEST_TTL")  # artifacts are keyed by version: only the manifest goes stale
     ttls = {name: parse_duration(ctx.config.value(name)) for name in names}
-    known = [v for v in ttls.values() if v is not None]
-    bound = max(known) if known else None
-    evidence = {"replicas": count, "ttl_s": ttls, "staleness_bound_s": bound}
+    rows = [{"variable": name, "ttl_s": ttl if ttl is not None else "not visible"} for name, ttl in ttls.items()]
+    evidence = {"replicas": count, "ttls": rows, "policy_max_s": limit}
     if count <= 1:
-        return passed("one replica: invalidation reaches it", **evidence)
-    bound_text = f"{bound:g} s" if bound is not None else "an unknown TTL"
-    return warned(
-        f"invalidation clears 1 of {count} replicas; the others serve stale config/rules for up to {bound_text}",
+        return passed("one replica: the admin invalidation reaches it", **evidence)
+    unknown = [name for name, ttl in ttls.items() if ttl is None]
+    bound = max((ttl for ttl in ttls.values() if ttl is not None), default=0.0)
+    evidence["staleness_bound_s"] = bound
+    too_long = [f"{name}={ctx.config.value(name)}" for name, ttl in ttls.items() if ttl is not None and ttl > limit]
+    if too_long:
+        return failed(
+            f"invalidation clears 1 of {count} replicas; the others serve the old version for up to {bound:g} s "
+            f"({', '.join(too_long)}; policy {limit} s)",
+            **evidence,
+        )
+    if unknown:
+        return warned(f"invalidation clears 1 of {count} replicas; not visible: {', '.join(unknown)}", **evidence)
+    return passed(
+        f"invalidation clears 1 of {count} replicas; the others converge within {bound:g} s (policy {limit} s)",
         **evidence,
     )
 

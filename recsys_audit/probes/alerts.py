@@ -228,42 +228,123 @@ def threshold(expr: str) -> float | None:
         return None
 
 
+# What recsys-service exports (reference: recsys-http-and-config §5): a selector naming anything else matches nothing.
+EXPORTED = {
+    "recsys_recommendation_requests_total": {
+        "endpoint": {"recommend", "similar"},
+        "outcome": {"success", *CLIENT_OUTCOMES, *SERVER_OUTCOMES},
+        "empty": {"true", "false"},
+    },
+    "recsys_recommendation_latency_seconds": {
+        "endpoint": {"recommend", "similar"},
+        "outcome": {"success", *CLIENT_OUTCOMES, *SERVER_OUTCOMES},
+    },
+    "recsys_recommendation_returned_items": {"endpoint": {"recommend", "similar"}},
+    "recsys_recommendation_warnings": {"endpoint": {"recommend", "similar"}},
+    "recsys_cache_requests_total": {"cache": {"tenant_config", "tenant_rules"}, "result": {"hit", "miss"}},
+    "recsys_backpressure_rejections_total": {},
+    "recsys_artifact_load_failures_total": {
+        "kind": {"manifest", "popularity", "cooc", "implicit", "content_sim", "session_seq", "request"}
+    },
+    "recsys_artifact_manifest_age_seconds": {},
+    "recsys_artifact_manifest_artifacts": {},
+}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+_SELECTOR = re.compile(r"\b(recsys_[a-zA-Z0-9_]+)\s*(\{[^}]*\})?")
+_LITERAL_ALTERNATIVES = re.compile(r"^[A-Za-z0-9_]+(\|[A-Za-z0-9_]+)*$")
+
+
+@dataclass(frozen=True)
+class AlertProblem:
+    text: str
+    blind: bool  # the alert cannot fire when it should (never fires, or only after the policy is broken)
+
+
+def _family(name: str) -> str | None:
+    """The exported family a series name belongs to, or None when recsys-service exports no such series."""
+    if name in EXPORTED:
+        return name
+    for suffix in _HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in EXPORTED:
+            return name.removesuffix(suffix)
+    return None
+
+
+def unmatched_selectors(expr: str) -> list[str]:
+    """Selectors of recsys series that can match nothing: an unknown series or a label value never set."""
+    found = []
+    for name, braces in _SELECTOR.findall(expr):
+        family = _family(name)
+        if family is None:
+            found.append(f"reads {name}, which recsys-service does not export")
+            continue
+        for label, op, value in re.findall(r'\b(\w+)\s*(=~|=)\s*"([^"]*)"', braces or ""):
+            known = EXPORTED[family].get(label)
+            if known is None:
+                if label not in {"job", "instance", "le"}:
+                    found.append(f'matches {label}="{value}", a label {name} does not have')
+                continue
+            if op == "=~" and not _LITERAL_ALTERNATIVES.match(value):
+                continue  # a real regular expression: not judged
+            if not set(value.split("|") if op == "=~" else [value]) & known:
+                found.append(f'matches {label}{op}"{value}", a value recsys-service never sets')
+    return found
+
+
 def semantic_problems(
     rule: AlertRule,
     *,
     latency_p95_ms: float,
     manifest_max_age_s: float,
     publish_interval_s: float | None,
-) -> list[str]:
-    """Ways an alert does not measure what its name promises (empty list = none found)."""
+) -> list[AlertProblem]:
+    """Ways an alert does not measure what its name promises (empty list = none found). ``blind`` problems keep it
+    from firing when it should; the others make it noisy or hide quiet periods."""
     problems = []
     measures = rule.measures
     expr = rule.expr
+    for text in unmatched_selectors(expr):
+        problems.append(AlertProblem(f"{text}: it can never fire", blind=True))
     if "error_rate" in measures and REQUESTS in expr:
         for op, value in _matcher(expr, "outcome"):
             if op in {"!=", "!~"} and "success" in value:
                 problems.append(
-                    "counts every non-success outcome as an error, client mistakes included "
-                    f'({", ".join(CLIENT_OUTCOMES)}) — match outcome=~"{"|".join(SERVER_OUTCOMES)}"'
+                    AlertProblem(
+                        "counts every non-success outcome as an error, client mistakes included "
+                        f'({", ".join(CLIENT_OUTCOMES)}) — match outcome=~"{"|".join(SERVER_OUTCOMES)}"',
+                        blind=False,
+                    )
                 )
             elif op in {"=", "=~"} and any(o in value for o in CLIENT_OUTCOMES):
-                problems.append(f"its outcome matcher '{value}' includes client outcomes")
+                problems.append(AlertProblem(f"its outcome matcher '{value}' includes client outcomes", blind=False))
     if measures & {"error_rate", "empty_recs"} and re.search(r"clamp_min\s*\(", expr):
-        problems.append("clamps the ratio's denominator, so low-traffic periods can never alert")
+        problems.append(
+            AlertProblem("clamps the ratio's denominator, so low-traffic periods can never alert", blind=False)
+        )
     limit = threshold(expr)
     if "p95_latency" in measures and limit is not None:
         limit_ms = limit * 1000 if "seconds" in expr else limit
         if limit_ms > latency_p95_ms:
-            problems.append(f"fires above {limit_ms:g} ms, looser than the p95 SLO of {latency_p95_ms:g} ms")
+            problems.append(
+                AlertProblem(f"fires above {limit_ms:g} ms, looser than the p95 SLO of {latency_p95_ms:g} ms", True)
+            )
     if "stale_manifest" in measures and limit is not None:
         if publish_interval_s and limit < publish_interval_s:
             problems.append(
-                f"fires at {limit:g} s but manifests are published every {publish_interval_s:g} s: it fires by design"
+                AlertProblem(
+                    f"fires at {limit:g} s but manifests are published every {publish_interval_s:g} s: it fires by "
+                    "design",
+                    blind=False,
+                )
             )
         if limit > manifest_max_age_s:
-            problems.append(f"fires at {limit:g} s, later than the policy's maximum age {manifest_max_age_s:g} s")
+            problems.append(
+                AlertProblem(
+                    f"fires at {limit:g} s, later than the policy's maximum age {manifest_max_age_s:g} s", blind=True
+                )
+            )
     if rule.health == "err":
-        problems.append(f"Prometheus cannot evaluate it: {rule.last_error}"[:200])
+        problems.append(AlertProblem(f"Prometheus cannot evaluate it: {rule.last_error}"[:200], blind=True))
     return problems
 
 

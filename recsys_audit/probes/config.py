@@ -45,6 +45,7 @@ DEFAULTS: dict[str, str] = {
     "RATE_LIMIT_ALLOW_DANGEROUS_DEV_BYPASSES": "false",
     "LOG_LEVEL": "info",
     "OTEL_TRACING_ENABLED": "false",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "",
     "TENANT_HEADER_NAME": "X-Org-Id",
     "AUTH_TENANT_CLAIMS": "tenant_id,org_id,orgId,organization_id",
     "AUTH_ROLE_CLAIMS": "roles,role,scope,scopes",

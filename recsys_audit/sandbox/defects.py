@@ -116,7 +116,6 @@ class FileSettings:
     retained_manifests: int
     replicas: int
     image_tag: str
-    liveness_path: str
     alert_set: Literal["complete", "upstream", "missing"]
     load_report: Literal["full", "small", "upstream"]
     dashboard: Literal["complete", "upstream"]
@@ -137,7 +136,6 @@ def file_settings(profile: str, defects: Iterable[str]) -> FileSettings:
         retained_manifests=0 if not hardened or "no-retained-manifest" in active else 2,
         replicas=1 if single else 3,
         image_tag="latest" if single else "v0.1.0",
-        liveness_path="/livez" if hardened else "/healthz",
         alert_set=alert_set,
         load_report=load_report,
         dashboard="complete" if hardened else "upstream",

@@ -1,7 +1,8 @@
 """Deployment files of a sandbox instance: Helm-style values, a Grafana dashboard and a load-test report.
 
-``values.yaml`` holds deployment facts only (replicas, image, probes, resources, pipelines); the service's
-environment lives in ``service.env``. The load-test report follows the upstream loadtest JSON format.
+``values.yaml`` holds deployment facts only (replicas, image, resources, pipelines) in the recsys chart's keys —
+no probe keys, since the chart's templates hard-code them; the service's environment lives in ``service.env``. The
+load-test report follows the upstream loadtest JSON format.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ def helm_values(settings: FileSettings, hardened: bool) -> dict[str, Any]:
     api: dict[str, Any] = {
         "replicaCount": settings.replicas,
         "image": {"repository": IMAGE_REPOSITORY, "tag": settings.image_tag, "pullPolicy": "IfNotPresent"},
-        "livenessProbe": {"httpGet": {"path": settings.liveness_path, "port": 8000}, "periodSeconds": 10},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8000}, "periodSeconds": 5},
-    }
+    }  # no probe keys: the recsys chart hard-codes its probes (liveness /healthz, readiness /readyz)
     if hardened:
         api["resources"] = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
         api["podDisruptionBudget"] = {"minAvailable": 2}
@@ -113,7 +112,8 @@ def write_dashboard(path: Path, complete: bool) -> None:
 
 def load_report(kind: str, base_url: str, now: dt.datetime | None = None) -> dict[str, Any]:
     """A report in the upstream loadtest JSON format: ``full`` (2000 requests, recent, p95 within SLO), ``small``
-    (20 requests, so p95 = p99 = max) or ``upstream`` (the upstream mini benchmark: 20 requests, months old)."""
+    (the same run with 20 requests, so p95 = p99 = max) or ``upstream`` (the upstream mini benchmark: 20 requests
+    on a catalog of 8 items against localhost, months old)."""
     now = now or dt.datetime.now(dt.UTC)
     if kind == "full":
         return {
@@ -152,12 +152,13 @@ def load_report(kind: str, base_url: str, now: dt.datetime | None = None) -> dic
         "rps": 1400.03,
         "latency_ms": {"p50": 1.05, "p95": 11.42, "p99": 11.42},
         "status_codes": {"200": 20},
-        "catalog_size": 8,
-        "artifact_size_bytes": 10276,
+        "catalog_size": 5000,
+        "artifact_size_bytes": 2_480_000,
     }
     if kind == "upstream":
-        small["generated_at"] = "2026-05-24T08:34:46Z"
-        small["url"] = "http://localhost:8000"
+        small.update(
+            generated_at="2026-05-24T08:34:46Z", url="http://localhost:8000", catalog_size=8, artifact_size_bytes=10276
+        )
     return small
 
 
