@@ -9,17 +9,20 @@ Every error is one clear message on stderr — never a traceback (set RECSYS_AUD
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys_audit.findings import Severity
+from recsys_audit import outputs
+from recsys_audit.findings import Severity, Status
 from recsys_audit.judgement import ExitCode, counts_by_status, overall_exit_code
-from recsys_audit.params import ParamsError
+from recsys_audit.params import SANDBOX_FOLDER, ParamsError
 from recsys_audit.redaction import redact_text
 from recsys_audit.storage_cli import add_run_options
 
@@ -58,18 +61,26 @@ def _severity(text: str) -> Severity:
 
 
 def resolve_params(env_or_path: str) -> Path:
-    """A params file path as given, or ``params/<ENV>.yaml`` in the current directory, then in the repository."""
+    """A params file path as given, else the params of environment ``NAME``: ``params/NAME.yaml``, then the sandbox
+    instance's ``.sandbox/NAME/params.yaml`` (where ``sandbox up --name NAME`` writes it) — in the current directory,
+    then in the repository."""
     given = Path(env_or_path)
     if given.suffix in {".yaml", ".yml"} or given.is_file() or os.sep in env_or_path:
         return given
     folders = list(dict.fromkeys([Path.cwd().resolve(), REPO_DIR]))
+    places = [Path("params") / f"{env_or_path}.yaml", Path(SANDBOX_FOLDER) / env_or_path / "params.yaml"]
     for folder in folders:
-        candidate = folder / "params" / f"{env_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
+        for place in places:
+            if (folder / place).is_file():
+                return folder / place
+    known = [path.stem for folder in folders for path in (folder / "params").glob("*.yaml")]
+    known += [path.parent.name for folder in folders for path in (folder / SANDBOX_FOLDER).glob("*/params.yaml")]
+    close = difflib.get_close_matches(env_or_path, sorted(set(known)), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise CliError(
-        f"no params for environment {env_or_path!r}: looked for params/{env_or_path}.yaml in "
-        f"{' and '.join(map(str, folders))} — create it from params/production.example.yaml or pass a file path"
+        f"no params for environment {env_or_path!r}: looked for {' and '.join(map(str, places))} in "
+        f"{' and '.join(map(str, folders))} — {hint}create it from params/production.example.yaml, start a sandbox "
+        "instance of that name (recsys-audit sandbox up --name NAME), or pass a file path"
     )
 
 
@@ -105,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fail_on=args.fail_on,
         progress=not args.quiet,
         catalog=_load_catalog(args.catalog),
+        formats=_chosen_formats(args.format),
     )
     if is_remote(args.out):
         from recsys_audit.storage_cli import run_into_store
@@ -126,17 +138,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _summarise(results: Sequence[AuditResult], quiet: bool, paths: bool = True) -> None:
-    """One line per environment on stderr (verdict, counts, score); the report paths on stdout."""
+    """Per environment on stderr: the verdict line, the unreachable endpoints (one root-cause line) and the failing
+    and erroring check ids by severity; the report paths on stdout."""
     for result in results:
         if not quiet:
-            counts = counts_by_status(result.findings)
-            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
-            line = f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary}; score {result.score_text})"
-            if result.not_evaluated:
-                line += f" — not evaluated: {result.not_evaluated}"
-            print(line, file=sys.stderr)
+            print("\n".join(closing_lines(result)), file=sys.stderr)
         if paths:
             print(result.report_path)
+
+
+def closing_lines(result: AuditResult, width: int = 120) -> list[str]:
+    """The closing summary of one environment's audit."""
+    counts = counts_by_status(result.findings)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+    line = f"{result.env}: {result.verdict} (exit {result.exit_code}; {summary}; score {result.score_text})"
+    if result.not_evaluated:
+        line += f" — not evaluated: {result.not_evaluated}"
+    lines = [line]
+    if result.root_cause:
+        lines.append(f"  {result.root_cause}")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for finding in sorted(result.findings, key=lambda f: (f.severity.rank, f.id)):
+        if finding.waived:
+            groups.setdefault(("waived", ""), []).append(finding.id)
+        elif finding.status in {Status.FAIL, Status.ERROR}:
+            groups.setdefault((str(finding.status), str(finding.severity)), []).append(finding.id)
+    order = {"fail": 0, "error": 1, "waived": 2}
+    for (status, severity), ids in sorted(groups.items(), key=lambda item: order[item[0][0]]):
+        head = f"  {status:<6} {severity:<8}  "
+        lines += textwrap.wrap(
+            ", ".join(ids),
+            width,
+            initial_indent=head,
+            subsequent_indent=" " * len(head),
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+    return lines
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -188,19 +226,49 @@ def cmd_params_check(args: argparse.Namespace) -> int:
     from recsys_audit.judgement import review_params
     from recsys_audit.params import load_params
 
-    params = load_params(Path(args.file))
+    path = resolve_params(args.file)
+    params = load_params(path)
     sections = _load_catalog(args.catalog) or catalog.sections()
     known = {check for section in sections for check in section.checks}
     errors, warnings = review_params(params, known, dt.datetime.now(dt.UTC).date())
     for warning in warnings:
-        print(f"recsys-audit: warning: {args.file}: {warning}", file=sys.stderr)
+        print(f"recsys-audit: warning: {path}: {warning}", file=sys.stderr)
     if errors:
-        raise ParamsError("\n".join(f"{args.file}: {error}" for error in errors))
+        raise ParamsError("\n".join(f"{path}: {error}" for error in errors))
     print(
-        f"{args.file}: ok — environment {params.environment.name}, target {params.target.base_url}, "
+        f"{path}: ok — environment {params.environment.name}, target {params.target.base_url}, "
         f"{len(params.waivers)} waiver(s), {len(params.attestations)} attestation(s), {len(warnings)} warning(s)"
     )
     return 0
+
+
+def cmd_params_schema(args: argparse.Namespace) -> int:
+    from recsys_audit.params_docs import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return 0
+
+
+def cmd_params_docs(args: argparse.Namespace) -> int:
+    from recsys_audit.params_docs import markdown
+
+    sys.stdout.write(markdown())
+    return 0
+
+
+def _formats(text: str) -> list[str]:
+    try:
+        return outputs.parse_formats(text)
+    except outputs.UnknownFormat as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _chosen_formats(values: list[list[str]] | None) -> list[str]:
+    """The formats of every ``--format`` given, in the registry's order; the defaults when none is given."""
+    if not values:
+        return list(outputs.DEFAULT_FORMATS)
+    chosen = {name for value in values for name in value}
+    return [name for name in outputs.OUTPUTS if name in chosen]
 
 
 # --- parser ----------------------------------------------------------------------------------------------------
@@ -228,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks", help="section notebooks folder (default: the kit's notebooks/)")
     run.add_argument("--catalog", help="module with a custom SECTIONS list (default: the built-in checks)")
     run.add_argument("--quiet", action="store_true", help="no progress lines; print only the report path")
+    run.add_argument(
+        "--format",
+        type=_formats,
+        action="append",
+        metavar="FORMATS",
+        help=f"outputs to write, comma-separated or repeated: {', '.join(outputs.OUTPUTS)} (default: "
+        f"{','.join(outputs.DEFAULT_FORMATS)}); findings.json, the run's record, is always written",
+    )
     add_run_options(run)
     run.set_defaults(handler=cmd_run)
 
@@ -240,9 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     params = commands.add_parser("params", help="params file tools")
     params_commands = params.add_subparsers(dest="params_command", metavar="COMMAND", required=True)
     check = params_commands.add_parser("check", help="validate a params file, its waivers and attestations")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="ENV_OR_PATH", help="environment name (as for run) or params file")
     check.add_argument("--catalog", help="module with a custom SECTIONS list (default: the built-in checks)")
     check.set_defaults(handler=cmd_params_check)
+    schema = params_commands.add_parser("schema", help="print the JSON Schema of a params file (for editors)")
+    schema.set_defaults(handler=cmd_params_schema)
+    docs = params_commands.add_parser("docs", help="print the reference of every params field (params/README.md)")
+    docs.set_defaults(handler=cmd_params_docs)
 
     for module in PLUGIN_MODULES:
         _register_plugin(module, commands)

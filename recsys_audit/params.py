@@ -4,18 +4,26 @@ Secrets are never written in the file: they are references (``env:NAME`` or ``fi
 :class:`Secret` objects, resolved when the file loads (the variable is set; the file exists under the params file's
 folder or ``secrets_root``; the value is one line) and registered with the redaction module; a ``Secret`` prints as
 ``***``. Relative paths are relative to the params file. Values that end up in a request line, a header or a path
-(URLs, header names and values, tenant ids, the environment name, timeouts) are checked at load too, and every
-problem of a file is reported in one pass.
+(URLs, header names and values, tenant ids, the environment name, timeouts) are checked at load too.
+
+Every problem of a file — YAML, fields, values, included fragments, secret references — is reported in one pass, one
+line each, ``file:line:column: field: what is wrong — fix``: the places come from the YAML nodes (through ``include``
+fragments), the wording is the kit's own (never the validation library's), with "did you mean" for misspelt fields
+and values. Every field carries a description: :mod:`recsys_audit.params_docs` derives the JSON Schema and the
+field reference (``params/README.md``) from this model.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -25,10 +33,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from recsys_audit.redaction import MASK, register_secret
 
@@ -68,7 +79,7 @@ class Secret:
 
     def _path(self) -> Path:
         path = Path(self.target).expanduser()
-        return path if path.is_absolute() or self._base is None else self._base / path
+        return Path(os.path.normpath(path if path.is_absolute() or self._base is None else self._base / path))
 
     def problem(self, roots: list[Path] | None = None) -> str | None:
         """Why this reference cannot be used, or None; ``roots``: the folders a ``file:`` secret must stay under."""
@@ -136,19 +147,26 @@ def _to_secret(value: Any, info: ValidationInfo, multiline: bool = False) -> Any
     if context.get("resolve"):
         problem = secret.problem(context["secret_roots"])
         if problem:
-            fix = ""
-            if secret.scheme == "env" and problem.endswith("is not set"):
-                fix = f"export {secret.target}"
-            elif problem.endswith("does not exist"):
-                fix = "create the file or correct the path"
-            raise ValueError(problem + (f" — {fix}" if fix else ""))
+            if secret.scheme == "file" and problem.endswith("does not exist"):  # the fix depends on where it is
+                raise PydanticCustomError(
+                    "missing_file", "{problem}", {"problem": problem, "path": str(secret._path())}
+                )
+            fix = f" — export {secret.target}" if secret.scheme == "env" and problem.endswith("is not set") else ""
+            raise ValueError(problem + fix)
         secret.reveal()
     return secret
 
 
-SecretRef = Annotated[Any, BeforeValidator(_to_secret)]
+_SECRET_SCHEMA = {
+    "type": ["string", "null"],
+    "pattern": "^(env|file):.+",
+    "description": "a secret reference: env:VARIABLE or file:PATH (never the value itself)",
+}
+SecretRef = Annotated[Any, BeforeValidator(_to_secret), WithJsonSchema(_SECRET_SCHEMA)]
 # A PEM block: line breaks allowed (it signs tokens in memory and is never sent as a header).
-PemSecretRef = Annotated[Any, BeforeValidator(lambda value, info: _to_secret(value, info, multiline=True))]
+PemSecretRef = Annotated[
+    Any, BeforeValidator(lambda value, info: _to_secret(value, info, multiline=True)), WithJsonSchema(_SECRET_SCHEMA)
+]
 
 
 # --- values that reach a request line, a header or a path: checked when the file loads ---------------------------
@@ -199,14 +217,20 @@ def _uri(schemes: tuple[str, ...], example: str) -> Callable[[str], str]:
     return check
 
 
-HttpUrl = Annotated[str, AfterValidator(_uri(("http", "https"), "https://recsys.example.com"))]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_uri(("http", "https"), "https://recsys.example.com")),
+    WithJsonSchema({"type": "string", "format": "uri"}),
+]
 ManifestUri = Annotated[
     str,
     AfterValidator(
         _uri(("file", "http", "https", "s3"), "s3://bucket/registry/current/{tenant}/{surface}/manifest.json")
     ),
 ]
-HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderName = Annotated[
+    str, AfterValidator(_header_name), WithJsonSchema({"type": "string", "pattern": _HEADER_NAME.pattern})
+]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 Text = Annotated[str, AfterValidator(_no_control)]
 
@@ -222,10 +246,10 @@ class Model(BaseModel):
 class Credential(Model):
     """One identity: a bearer token, an API key, or plain (non-secret) headers such as the dev-auth headers."""
 
-    bearer: SecretRef = None
-    api_key: SecretRef = None
+    bearer: SecretRef = Field(None, description="a JWT sent as 'Authorization: Bearer …' (a secret reference)")
+    api_key: SecretRef = Field(None, description="an API key sent in auth.api_key_header (a secret reference)")
     headers: dict[HeaderName, HeaderValue] = Field(
-        default_factory=dict, description="non-secret headers, e.g. X-Dev-User-Id"
+        default_factory=dict, description="non-secret headers sent with this identity, e.g. X-Dev-User-Id"
     )
 
     @model_validator(mode="after")
@@ -236,28 +260,35 @@ class Credential(Model):
 
 
 class Credentials(Model):
-    viewer: Credential | None = None
-    operator: Credential | None = None
-    admin: Credential | None = None
+    """The audit's identities on the audited tenant, one per role; a role without one is not probed."""
+
+    viewer: Credential | None = Field(None, description="an identity holding the viewer role")
+    operator: Credential | None = Field(None, description="an identity holding the operator role")
+    admin: Credential | None = Field(None, description="an identity holding the admin role")
     no_role: Credential | None = Field(None, description="an identity of the audited tenant holding no role")
 
 
 class OtherTenant(Model):
     """An identity of a second tenant, used to prove that tenants are isolated."""
 
-    tenant: HeaderValue
-    credential: Credential | None = None
+    tenant: HeaderValue = Field(description="the second tenant's external id")
+    credential: Credential | None = Field(None, description="an identity of that tenant")
 
 
 class JwtParams(Model):
-    jwks_url: HttpUrl | None = None
-    issuer: str | None = None
-    audience: str | None = None
-    tenant_claim: str = "tenant_id"
-    role_claim: str = "roles"
-    # Private key trusted by the target, for negative probes on non-production targets only.
-    signing_key: PemSecretRef = None
-    signing_kid: str | None = None
+    """How the target validates JWTs; what is not given here is read from the config sources."""
+
+    jwks_url: HttpUrl | None = Field(None, description="the JWKS endpoint the service trusts")
+    issuer: str | None = Field(None, description="expected 'iss' claim (default: JWT_ISSUER of the config)")
+    audience: str | None = Field(None, description="expected 'aud' claim (default: JWT_AUDIENCE of the config)")
+    tenant_claim: str = Field("tenant_id", description="the claim naming the tenant")
+    role_claim: str = Field("roles", description="the claim listing the roles")
+    signing_key: PemSecretRef = Field(
+        None,
+        description="a private key the target trusts (PEM, a secret reference), for negative probes that sign "
+        "crafted tokens; non-production targets only, unless allow_signing_in_production",
+    )
+    signing_kid: str | None = Field(None, description="the 'kid' of signing_key (default: the first key in the JWKS)")
     ca_bundle: str | None = Field(None, description="CA bundle to verify the JWKS endpoint's TLS certificate")
     allow_signing_in_production: bool = Field(
         False, description="let negative probes sign tokens with signing_key even when target.production is true"
@@ -265,37 +296,51 @@ class JwtParams(Model):
 
 
 class AuthParams(Model):
-    mechanisms: list[Literal["jwt", "api_key"]] = Field(default_factory=list)
-    tenant_source: Literal["claims", "header", "claims+header"] | None = None
-    tenant_source_documented_at: str | None = None
-    tenant_header: HeaderName = "X-Org-Id"
-    api_key_header: HeaderName = "X-API-Key"
-    dev_user_header: HeaderName = "X-Dev-User-Id"
-    dev_tenant_header: HeaderName = "X-Dev-Org-Id"
-    jwt: JwtParams = Field(default_factory=JwtParams)
-    credentials: Credentials = Field(default_factory=Credentials)
-    other_tenant: OtherTenant | None = None
-    key_rotation_process_documented_at: str | None = None
+    """Authentication and tenancy as the deployment declares them, and the audit's identities."""
+
+    mechanisms: list[Literal["jwt", "api_key"]] = Field(
+        default_factory=list, description="the authentication mechanisms the deployment offers"
+    )
+    tenant_source: Literal["claims", "header", "claims+header"] | None = Field(
+        None, description="where the service takes the tenant from"
+    )
+    tenant_source_documented_at: str | None = Field(None, description="link to where the tenant source is documented")
+    tenant_header: HeaderName = Field("X-Org-Id", description="the header naming the tenant")
+    api_key_header: HeaderName = Field("X-API-Key", description="the header carrying an API key")
+    dev_user_header: HeaderName = Field("X-Dev-User-Id", description="the dev-auth user header (must be refused)")
+    dev_tenant_header: HeaderName = Field("X-Dev-Org-Id", description="the dev-auth tenant header (must be refused)")
+    jwt: JwtParams = Field(default_factory=JwtParams, description="JWT validation settings")
+    credentials: Credentials = Field(default_factory=Credentials, description="the audit's identities, per role")
+    other_tenant: OtherTenant | None = Field(None, description="a second tenant, to prove isolation")
+    key_rotation_process_documented_at: str | None = Field(
+        None, description="link to the documented API-key rotation process"
+    )
 
 
 # --- what is audited -------------------------------------------------------------------------------------------
 
 
 class TenantParams(Model):
+    """A tenant of the deployment and the surfaces it serves."""
+
     id: HeaderValue = Field(description="external id, as in the JWT tenant claim and the X-Org-Id header")
-    surfaces: list[Text] = Field(min_length=1)
-    serving_mode: Literal["db_only", "artifact"] | None = None
-    mode_documented_at: str | None = None
+    surfaces: list[Text] = Field(min_length=1, description="the recommendation surfaces of the tenant, e.g. home")
+    serving_mode: Literal["db_only", "artifact"] | None = Field(
+        None, description="how the tenant is served: from the database or from published artifacts"
+    )
+    mode_documented_at: str | None = Field(None, description="link to where the serving mode is documented")
 
 
 class TargetParams(Model):
-    base_url: HttpUrl
+    """The audited service."""
+
+    base_url: HttpUrl = Field(description="the service's base URL, e.g. https://recsys.internal.example.com")
     timeout_s: float = Field(
         5.0, gt=0, le=600, description="every request's deadline: connect, headers and body together (seconds)"
     )
-    verify_tls: bool = True
-    ca_bundle: str | None = None
-    behind_proxy: bool = False
+    verify_tls: bool = Field(True, description="verify the service's TLS certificate")
+    ca_bundle: str | None = Field(None, description="CA bundle to verify the service's TLS certificate")
+    behind_proxy: bool = Field(False, description="requests reach the service through a proxy or load balancer")
     production: bool = Field(False, description="judge the target by production rules")
     vantage: Literal["public", "internal"] | None = Field(
         None,
@@ -306,27 +351,37 @@ class TargetParams(Model):
 
 
 class PrometheusParams(Model):
-    url: HttpUrl | None = None
+    """The Prometheus server that scrapes the service."""
+
+    url: HttpUrl | None = Field(None, description="the Prometheus server's URL")
     job: str | None = Field(None, description="scrape job of the service; default: any target with recsys metrics")
-    rules_files: list[str] = Field(default_factory=list)
+    rules_files: list[str] = Field(
+        default_factory=list, description="alert rule files to read when the server's rules API is not reachable"
+    )
 
 
 class DatabaseParams(Model):
-    dsn: SecretRef = None
-    statement_timeout_ms: int = Field(3000, gt=0)
+    """The service's PostgreSQL database, read through a read-only session."""
+
+    dsn: SecretRef = Field(None, description="the auditor's connection string (a secret reference)")
+    statement_timeout_ms: int = Field(3000, gt=0, description="each statement's time limit (milliseconds)")
     service_role: str | None = Field(None, description="the role recsys-service connects as")
-    allowed_event_readers: list[str] = Field(default_factory=list)
+    allowed_event_readers: list[str] = Field(default_factory=list, description="roles allowed to read the event tables")
     long_transaction_max_s: int = Field(300, gt=0, description="a transaction open longer than this is flagged")
 
 
 class S3Params(Model):
-    endpoint: HttpUrl | None = None
-    region: str | None = None
-    access_key: SecretRef = None
-    secret_key: SecretRef = None
+    """Access to an S3 manifest store; default: the standard AWS chain."""
+
+    endpoint: HttpUrl | None = Field(None, description="an S3-compatible endpoint (default: AWS)")
+    region: str | None = Field(None, description="the bucket's region")
+    access_key: SecretRef = Field(None, description="access key id (a secret reference)")
+    secret_key: SecretRef = Field(None, description="secret access key (a secret reference)")
 
 
 class ManifestParams(Model):
+    """Where the published artifact manifests are."""
+
     template: ManifestUri | None = Field(
         None, description="URI with {tenant} and {surface}: file://, http(s)://, s3://"
     )
@@ -336,7 +391,7 @@ class ManifestParams(Model):
         description="URI prefix every artifact a manifest names must start with; default: the template's bucket "
         "(s3), origin (http/https) or registry folder (file: the parent of the template's fixed folder)",
     )
-    s3: S3Params = Field(default_factory=S3Params)
+    s3: S3Params = Field(default_factory=S3Params, description="access to s3:// manifests")
 
     @model_validator(mode="after")
     def _file_artifacts_need_a_file_template(self) -> ManifestParams:
@@ -347,29 +402,35 @@ class ManifestParams(Model):
 
 
 class ConfigSource(Model):
-    kind: Literal["env_file", "helm_values", "compose"]
-    path: str
+    """A deployment config file the service's settings are read from."""
+
+    kind: Literal["env_file", "helm_values", "compose"] = Field(description="the file's format")
+    path: str = Field(description="the file, relative to the params file")
     service: str | None = Field(None, description="compose service name (compose only)")
 
 
 class LogParams(Model):
+    """Log files the kit reads."""
+
     exposure: list[str] = Field(default_factory=list, description="exposure JSONL files or directories")
     service: list[str] = Field(default_factory=list, description="service log files to scan for secrets")
     audit: list[str] = Field(default_factory=list, description="file audit log (JSONL with hash chain)")
 
 
 class Policies(Model):
-    manifest_max_age_s: int = Field(26 * 3600, gt=0)
-    signal_max_age_days: int = Field(2, gt=0)
-    exposure_retention_days: int = Field(30, gt=0)
-    api_key_max_age_days: int = Field(90, gt=0)
-    latency_p95_ms: float = Field(250, gt=0)
-    error_ratio_max: float = Field(0.01, ge=0, le=1)
-    attestation_max_age_days: int = Field(180, gt=0)
-    backup_max_age_h: int = Field(26, gt=0)
-    load_test_max_age_days: int = Field(90, gt=0)
-    min_salt_length: int = Field(16, gt=0)
-    publish_interval_s: int | None = Field(None, description="how often pipelines publish manifests")
+    """The limits the target is judged by."""
+
+    manifest_max_age_s: int = Field(26 * 3600, gt=0, description="oldest acceptable current manifest (seconds)")
+    signal_max_age_days: int = Field(2, gt=0, description="oldest acceptable newest signal (days)")
+    exposure_retention_days: int = Field(30, gt=0, description="how long exposure records may be kept (days)")
+    api_key_max_age_days: int = Field(90, gt=0, description="oldest acceptable active API key (days)")
+    latency_p95_ms: float = Field(250, gt=0, description="the p95 latency objective (milliseconds)")
+    error_ratio_max: float = Field(0.01, ge=0, le=1, description="the highest acceptable ratio of 5xx answers")
+    attestation_max_age_days: int = Field(180, gt=0, description="oldest attestation that still counts (days)")
+    backup_max_age_h: int = Field(26, gt=0, description="oldest acceptable last backup (hours)")
+    load_test_max_age_days: int = Field(90, gt=0, description="oldest load-test report that still counts (days)")
+    min_salt_length: int = Field(16, gt=0, description="shortest acceptable hashing salt or secret (characters)")
+    publish_interval_s: int | None = Field(None, description="how often pipelines publish manifests (seconds)")
     empty_recs_ratio_max: float = Field(0.02, ge=0, le=1, description="share of successful answers that are empty")
     cache_hit_ratio_min: float = Field(0.5, ge=0, le=1, description="config/rules cache hits per lookup")
     rollback_staleness_max_s: int = Field(
@@ -378,55 +439,71 @@ class Policies(Model):
 
 
 class PrivacyParams(Model):
-    allowed_identifiers: list[Literal["user_id", "anonymous_id", "session_id"]] = Field(default_factory=list)
+    """What the service may store about users."""
+
+    allowed_identifiers: list[Literal["user_id", "anonymous_id", "session_id"]] = Field(
+        default_factory=list, description="the user identifiers clients may send"
+    )
     pii_patterns: dict[str, str] = Field(default_factory=dict, description="extra name -> regex to look for")
-    sample_rows: int = Field(1000, gt=0, le=100_000)
+    sample_rows: int = Field(1000, gt=0, le=100_000, description="rows sampled per event table")
 
 
 class LoadTestParams(Model):
-    allowed: bool = False
+    """The bounded load the audit may generate, and the recorded load-test report."""
+
+    allowed: bool = Field(False, description="let the audit send a short, bounded load")
     report: str | None = Field(None, description="load-test JSON report (upstream loadtest format)")
-    requests: int = Field(1000, gt=0, le=100_000)
-    concurrency: int = Field(10, gt=0, le=256)
-    max_seconds: float = Field(30, gt=0, le=600)
-    provoke_backpressure: bool = False
+    requests: int = Field(1000, gt=0, le=100_000, description="requests the audit's load sends at most")
+    concurrency: int = Field(10, gt=0, le=256, description="requests in flight at once")
+    max_seconds: float = Field(30, gt=0, le=600, description="the load's time limit (seconds)")
+    provoke_backpressure: bool = Field(False, description="push past the concurrency limit to see it shed load")
 
 
 class MigrationParams(Model):
-    expected_latest: int | None = None
+    """Database migrations of the deployed release."""
+
+    expected_latest: int | None = Field(None, description="the newest migration version the release ships")
     directory: str | None = Field(None, description="migrations directory (<version>_<name>.up.sql)")
     explicit_job: str | None = Field(None, description="how migrations run in production (job name / pipeline)")
 
 
 class RestoreDrillParams(Model):
-    enabled: bool = False
-    scratch_dsn: SecretRef = None
-    allow_production: bool = False
+    """A restore drill: dump the database and restore it into a scratch database."""
+
+    enabled: bool = Field(False, description="run the drill")
+    scratch_dsn: SecretRef = Field(None, description="the scratch database to restore into (a secret reference)")
+    allow_production: bool = Field(False, description="allow the drill when target.production is true")
     timeout_s: float = Field(600, gt=0, le=7200, description="limit for the dump and for the restore, each")
 
 
 class DeploymentParams(Model):
-    grafana_dashboard: str | None = None
-    pipelines_schedule: str | None = None
-    pipelines_last_success: dt.datetime | None = None
-    pipelines_owner: str | None = None
-    backup_tool: str | None = None
-    last_backup_at: dt.datetime | None = None
+    """Facts about the deployment the kit cannot observe itself."""
+
+    grafana_dashboard: str | None = Field(None, description="the service's Grafana dashboard JSON")
+    pipelines_schedule: str | None = Field(None, description="cron schedule of the publishing pipelines")
+    pipelines_last_success: dt.datetime | None = Field(None, description="when the pipelines last succeeded")
+    pipelines_owner: str | None = Field(None, description="who is paged when publishing stops")
+    backup_tool: str | None = Field(None, description="how the database is backed up")
+    last_backup_at: dt.datetime | None = Field(None, description="when the last backup finished")
 
 
 class Waiver(Model):
-    check: str
-    justification: str = Field(min_length=10)
-    expires: dt.date
-    approved_by: str
+    """An accepted failure of one check, until a date."""
+
+    check: str = Field(description="the check id (see `recsys-audit checks`)")
+    justification: str = Field(min_length=10, description="why the failure is accepted")
+    expires: dt.date = Field(description="the last day the waiver applies")
+    approved_by: str = Field(description="who accepted it")
 
 
 class Attestation(Model):
-    check: str
-    by: str
-    date: dt.date
-    evidence_url: str
-    note: str = ""
+    """A person's statement that a manual check holds."""
+
+    check: str = Field(description="the check id (see `recsys-audit checks`)")
+    by: str = Field(description="who attests")
+    date: dt.date = Field(description="when it was checked")
+    evidence_url: str = Field(description="where the evidence is")
+    note: str = Field("", description="anything the reviewer should know")
 
 
 def _slug(value: str) -> str:
@@ -439,9 +516,11 @@ def _slug(value: str) -> str:
 
 
 class EnvironmentParams(Model):
-    name: Annotated[str, AfterValidator(_slug)]
+    """The audited environment."""
+
+    name: Annotated[str, AfterValidator(_slug)] = Field(description="the environment's name; it names the run folder")
     owner: str | None = Field(None, description="who owns the environment (may not sign its audit)")
-    allow_owner_signoff: bool = False
+    allow_owner_signoff: bool = Field(False, description="let the owner sign the environment's audits")
     allowed_signers: str | None = Field(
         None,
         description="allowed_signers file (the format git uses for SSH signatures) of the reviewers trusted to sign "
@@ -450,6 +529,8 @@ class EnvironmentParams(Model):
 
 
 class Params(Model):
+    """A params file: one environment of recsys-service and how to audit it."""
+
     include: list[str] = Field(
         default_factory=list,
         description="params fragments (YAML) folded into this file before validation: mappings merge key by key "
@@ -461,27 +542,35 @@ class Params(Model):
         description="a folder outside the params file's folder that file: secrets may also come from (relative to "
         "this file); file: secrets anywhere else are refused",
     )
-    environment: EnvironmentParams
-    target: TargetParams
-    auth: AuthParams = Field(default_factory=AuthParams)
-    tenants: list[TenantParams] = Field(min_length=1)
-    metrics_url: HttpUrl | None = Field(None, description="default: <base_url>/metrics")
-    prometheus: PrometheusParams = Field(default_factory=PrometheusParams)
-    database: DatabaseParams = Field(default_factory=DatabaseParams)
-    manifests: ManifestParams = Field(default_factory=ManifestParams)
-    config_sources: list[ConfigSource] = Field(default_factory=list)
-    logs: LogParams = Field(default_factory=LogParams)
-    policies: Policies = Field(default_factory=Policies)
-    privacy: PrivacyParams = Field(default_factory=PrivacyParams)
-    load_test: LoadTestParams = Field(default_factory=LoadTestParams)
-    migrations: MigrationParams = Field(default_factory=MigrationParams)
-    restore_drill: RestoreDrillParams = Field(default_factory=RestoreDrillParams)
-    deployment: DeploymentParams = Field(default_factory=DeploymentParams)
-    waivers: list[Waiver] = Field(default_factory=list)
-    attestations: list[Attestation] = Field(default_factory=list)
+    environment: EnvironmentParams = Field(description="the audited environment")
+    target: TargetParams = Field(description="the audited service")
+    auth: AuthParams = Field(default_factory=AuthParams, description="authentication, tenancy and identities")
+    tenants: list[TenantParams] = Field(min_length=1, description="the tenants audited")
+    metrics_url: HttpUrl | None = Field(None, description="the service's metrics; default: target.base_url + /metrics")
+    prometheus: PrometheusParams = Field(default_factory=PrometheusParams, description="the Prometheus server")
+    database: DatabaseParams = Field(default_factory=DatabaseParams, description="the service's database")
+    manifests: ManifestParams = Field(default_factory=ManifestParams, description="the artifact manifests")
+    config_sources: list[ConfigSource] = Field(default_factory=list, description="deployment config files")
+    logs: LogParams = Field(default_factory=LogParams, description="log files")
+    policies: Policies = Field(default_factory=Policies, description="the limits the target is judged by")
+    privacy: PrivacyParams = Field(default_factory=PrivacyParams, description="what may be stored about users")
+    load_test: LoadTestParams = Field(default_factory=LoadTestParams, description="load the audit may generate")
+    migrations: MigrationParams = Field(default_factory=MigrationParams, description="database migrations")
+    restore_drill: RestoreDrillParams = Field(default_factory=RestoreDrillParams, description="the restore drill")
+    deployment: DeploymentParams = Field(default_factory=DeploymentParams, description="facts about the deployment")
+    waivers: list[Waiver] = Field(default_factory=list, description="accepted failures, each until a date")
+    attestations: list[Attestation] = Field(default_factory=list, description="statements that manual checks hold")
 
-    # Set by load_params, not by the file.
-    source: Path | None = Field(None, exclude=True)
+    _source: Path | None = PrivateAttr(None)  # set by load_params, never by the file
+
+    @property
+    def source(self) -> Path | None:
+        """The params file this was loaded from."""
+        return self._source
+
+    @source.setter
+    def source(self, path: Path | None) -> None:
+        self._source = path
 
     @property
     def base_dir(self) -> Path:
@@ -512,59 +601,84 @@ def walk_secrets(value: Any, path: str = "") -> list[tuple[str, Secret]]:
     return []
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        name = str(part)[:80]
-        text += f"[{name}]" if isinstance(part, int) else (f".{name}" if text else name)
-    return text or "(top level)"
+# --- loading: YAML with the place of every node, then one validation that lists every problem ---------------------
+
+PARAMS_DOCS = "params/README.md"
+SANDBOX_FOLDER = ".sandbox"  # where `recsys-audit sandbox up` writes an instance's files (<folder>/<name>/)
+SANDBOX_DEFAULT_NAME = "local"
 
 
-_FIXES = {
-    "extra_forbidden": "remove it, or check its spelling against params/README.md",
-    "missing": "add it",
-}
+@dataclass(frozen=True)
+class Place:
+    """Where a YAML node starts, as editors count: ``file:line:column``, both from 1."""
+
+    file: Path
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
 
 
-def load_params(path: str | Path, *, resolve_secrets: bool = True) -> Params:
-    """Load and validate a params file; every problem raises :class:`ParamsError` naming file, field and fix.
+@dataclass
+class _Located:
+    """The place of a value in the params document, of its key (mapping entries) and of its children."""
 
-    ``resolve_secrets=False`` loads a run's recorded params (``RUN_DIR/params.yaml``): secret references stay
-    references and are not checked, since judging a finished run never reads a secret.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: no such params file — create it from params/production.example.yaml")
+    place: Place
+    key_place: Place | None = None
+    children: dict[Any, _Located] | list[_Located] | None = None
+
+
+def _place(file: Path, node: yaml.Node) -> Place:
+    return Place(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _locate(node: yaml.Node, file: Path, key_place: Place | None = None, depth: int = 0) -> _Located:
+    located = _Located(_place(file, node), key_place)
+    if depth > 64:  # deeper than any params field; also ends aliases that refer to themselves
+        return located
+    if isinstance(node, yaml.MappingNode):
+        located.children = {
+            key.value: _locate(value, file, _place(file, key), depth + 1)
+            for key, value in node.value
+            if isinstance(key, yaml.ScalarNode)
+        }
+    elif isinstance(node, yaml.SequenceNode):
+        located.children = [_locate(item, file, None, depth + 1) for item in node.value]
+    return located
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, saying where an impossible date is (the stock one raises a bare ValueError)."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a real date or time ({exc})", node.start_mark
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+def _read_yaml(path: Path) -> tuple[Any, _Located]:
+    """The document and the places of its nodes; ParamsError (with line:column) when it is not valid YAML."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # bad dates, deep nesting
+        loader = _Loader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+        located = _locate(node, path) if node is not None else _Located(Place(path, 1, 1))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ParamsError(f"{path}{where}: not valid YAML — {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of fields at the top level, found {type(raw).__name__}")
-    raw = _with_includes(path, raw)
-    base_dir = path.resolve().parent
-    roots, lines = [base_dir], []
-    secrets_root = raw.get("secrets_root")
-    if resolve_secrets and isinstance(secrets_root, str) and secrets_root:
-        root = base_dir / Path(secrets_root).expanduser()
-        if root.is_dir():
-            roots.append(root.resolve())
-        else:
-            lines.append(f"{path}: secrets_root: {root} is not a folder — create it or correct the path")
-    try:
-        params = Params.model_validate(
-            raw, context={"base_dir": base_dir, "secret_roots": roots, "resolve": resolve_secrets}
-        )
-    except ValidationError as exc:
-        for error in exc.errors():
-            fix = _FIXES.get(error["type"], "")
-            lines.append(f"{path}: {_field_path(error['loc'])}: {error['msg']}" + (f" — {fix}" if fix else ""))
-    if lines:  # one problem per line: a control character from the file is shown escaped
-        raise ParamsError("\n".join(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines))
-    params.source = path.resolve()
-    return params
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or ("nested too deeply" if isinstance(exc, RecursionError) else exc)
+        raise ParamsError(f"{where}: not valid YAML — {problem}") from None
+    return data, located
 
 
 def _merged(base: Any, top: Any) -> Any:
@@ -575,29 +689,305 @@ def _merged(base: Any, top: Any) -> Any:
     return top
 
 
-def _with_includes(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` with its ``include`` fragments folded in (see :attr:`Params.include`); fragments include nothing."""
+def _merged_places(base: _Located | None, top: _Located) -> _Located:
+    """The places of :func:`_merged`'s result: merged exactly as the values are."""
+    if base is None:
+        return top
+    if isinstance(base.children, dict) and isinstance(top.children, dict):
+        children = dict(base.children)
+        for key, value in top.children.items():
+            children[key] = _merged_places(children.get(key), value)
+        return _Located(top.place, top.key_place, children)
+    if isinstance(base.children, list) and isinstance(top.children, list):
+        return _Located(top.place, top.key_place, [*base.children, *top.children])
+    return top
+
+
+def _find(located: _Located, loc: tuple[Any, ...]) -> _Located:
+    """The node at ``loc`` (a pydantic error location), or its nearest ancestor in the document."""
+    node = located
+    for part in loc:
+        children = node.children
+        found = None
+        if isinstance(children, dict):
+            found = children.get(part) if part in children else children.get(str(part))
+        elif isinstance(children, list) and isinstance(part, int) and 0 <= part < len(children):
+            found = children[part]
+        if found is None:
+            return node
+        node = found
+    return node
+
+
+@dataclass
+class _Problem:
+    """One problem of a params file: where, which field, what is wrong and the fix."""
+
+    place: Place | None
+    field: str
+    message: str
+    sandbox: Path | None = None  # the sandbox instance folder a missing file belongs in
+
+    def text(self, path: Path) -> str:
+        where = str(self.place or path)
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+def _sandbox_instance(path: Path) -> Path | None:
+    """The sandbox instance folder (``…/.sandbox/<name>``) a path lies in, if any."""
+    parts = Path(os.path.normpath(Path(path).absolute())).parts
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] == SANDBOX_FOLDER:
+            return Path(*parts[: index + 2])
+    return None
+
+
+def _sandbox_up(instance: Path) -> str:
+    name = instance.name
+    return "recsys-audit sandbox up" + ("" if name == SANDBOX_DEFAULT_NAME else f" --name {name}")
+
+
+def _missing_file_fix(path: Path) -> tuple[str, Path | None]:
+    """How to get a missing file: the sandbox writes the files of its instance folders; others are the user's."""
+    instance = _sandbox_instance(path)
+    if instance is not None:
+        return f"the sandbox writes it: run `{_sandbox_up(instance)}`", instance
+    return "create the file or correct the path", None
+
+
+def _with_includes(
+    path: Path, raw: dict[str, Any], located: _Located
+) -> tuple[dict[str, Any], _Located, list[_Problem]]:
+    """``raw`` with its ``include`` fragments folded in (see :attr:`Params.include`); fragments include nothing.
+    A fragment that cannot be read is a problem of the file, and the others are still folded in."""
     includes = raw.get("include") or []
+    where = _find(located, ("include",)).place
     if not isinstance(includes, list) or not all(isinstance(entry, str) for entry in includes):
-        raise ParamsError(f"{path}: include: expected a list of file paths — e.g. include: [attestations.yaml]")
+        return raw, located, [_Problem(where, "include", "expected a list of file paths — e.g. include: [facts.yaml]")]
     merged: dict[str, Any] = {}
-    for entry in includes:
-        fragment_path = Path(entry).expanduser()
-        fragment_path = fragment_path if fragment_path.is_absolute() else path.parent / fragment_path
+    merged_places: _Located | None = None
+    problems: list[_Problem] = []
+    for index, entry in enumerate(includes):
+        entry_place = _find(located, ("include", index)).place
+        fragment_path = Path(os.path.normpath(path.parent / Path(entry).expanduser()))
         if not fragment_path.is_file():
-            raise ParamsError(f"{path}: include: {fragment_path} does not exist — create it or drop it from include")
+            fix, instance = _missing_file_fix(fragment_path)
+            problems.append(_Problem(entry_place, "include", f"{fragment_path} does not exist — {fix}", instance))
+            continue
         try:
-            fragment = yaml.safe_load(fragment_path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            problem = getattr(exc, "problem", exc)
-            raise ParamsError(f"{fragment_path} (included by {path}): not valid YAML — {problem}") from None
+            fragment, fragment_places = _read_yaml(fragment_path)
+        except ParamsError as exc:
+            problems.append(_Problem(None, "", f"{exc} (included by {path})"))
+            continue
+        if fragment is None:
+            continue
         if not isinstance(fragment, dict) or "include" in fragment:
-            raise ParamsError(
-                f"{fragment_path} (included by {path}): expected a mapping of params fields without its own include"
-                " — list every fragment in the including file"
+            message = "expected a mapping of params fields without its own include — list every fragment in " + str(
+                path
             )
+            problems.append(_Problem(fragment_places.place, "", message))
+            continue
         merged = _merged(merged, fragment)
-    return _merged(merged, raw)
+        merged_places = _merged_places(merged_places, fragment_places)
+    return _merged(merged, raw), _merged_places(merged_places, located), problems
+
+
+# --- pydantic's errors in the kit's words ------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        name = str(part)[:80]
+        text += f"[{name}]" if isinstance(part, int) else (f".{name}" if text else name)
+    return text or "(top level)"
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """The type behind ``Annotated[...]`` and ``X | None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation
+
+
+def _type_at(loc: tuple[Any, ...]) -> Any:
+    """The declared type at an error location of :class:`Params`, or None where the model does not say."""
+    current: Any = Params
+    for part in loc:
+        current = _unwrapped(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is list and isinstance(part, int):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    return _unwrapped(current)
+
+
+def _shown(value: Any) -> str:
+    """A value from the file as the messages quote it: short, one line."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _suggestion(word: Any, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" — did you mean {close[0]!r}?" if close else ""
+
+
+_KINDS = {
+    ("bool_type", "bool_parsing"): "true or false",
+    ("int_type", "int_parsing", "int_from_float", "int_parsing_size"): "a whole number",
+    ("float_type", "float_parsing"): "a number",
+    ("finite_number",): "a finite number",
+    ("string_type", "string_unicode"): "text",
+    ("list_type", "tuple_type", "set_type"): "a list",
+    ("dict_type", "model_type", "model_attributes_type", "dataclass_type"): "a mapping of fields",
+    ("date_type", "date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact"): "a date (YYYY-MM-DD)",
+    ("datetime_type", "datetime_parsing", "datetime_from_date_parsing", "datetime_object_invalid"): (
+        "a date and time (e.g. 2026-05-01T02:15:00Z)"
+    ),
+    ("timezone_naive", "timezone_aware"): "a date and time with its time zone (e.g. 2026-05-01T02:15:00Z)",
+}
+_EXPECTED = {kind: expected for kinds, expected in _KINDS.items() for kind in kinds}
+_BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+           "less_than_equal": "at most"}  # fmt: skip
+
+
+def _message(error: ErrorDetails) -> tuple[str, Path | None]:
+    """What is wrong and the fix, in the kit's words (never pydantic's), and the sandbox folder a missing file
+    belongs in."""
+    kind, loc, found, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return f"required field missing — add it (see {PARAMS_DOCS})", None
+    if kind == "extra_forbidden":
+        parent = _type_at(loc[:-1])
+        fields = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        hint = _suggestion(loc[-1], fields)
+        return "unknown field" + (hint or f" — remove it, or check its spelling ({PARAMS_DOCS} lists the fields)"), None
+    if kind in {"literal_error", "enum"}:
+        declared = _type_at(loc)
+        choices = [str(c) for c in get_args(declared)] if get_origin(declared) is Literal else []
+        listed = ", ".join(repr(c) for c in choices) or str(ctx.get("expected", ""))
+        return f"expected one of {listed}, found {_shown(found)}{_suggestion(found, choices)}", None
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "")
+        return f"must be {_BOUNDS[kind]} {bound}, found {_shown(found)}", None
+    if kind in {"too_short", "string_too_short", "too_long", "string_too_long"}:
+        limit = ctx.get("min_length", ctx.get("max_length"))
+        fewest = kind.endswith("too_short")
+        unit = "characters" if kind.startswith("string") else "item(s)"
+        return f"needs {'at least' if fewest else 'at most'} {limit} {unit}", None
+    if kind == "missing_file":
+        fix, instance = _missing_file_fix(Path(ctx["path"]))
+        return f"{ctx['problem']} — {fix}", instance
+    if kind in {"value_error", "assertion_error"}:
+        return str(ctx.get("error", "")) or "not an accepted value", None  # the kit's own validators' words
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, found {_shown(found)}", None
+    return f"not an accepted value here, found {_shown(found)} — see {PARAMS_DOCS}", None
+
+
+def _problems(exc: ValidationError, located: _Located) -> list[_Problem]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message, instance = _message(error)
+        if loc and loc[-1] == "[key]":  # a mapping key that is not accepted: point at the key
+            node, loc = _find(located, loc[:-1]), loc[:-1]
+            place = node.key_place or node.place
+        else:
+            node = _find(located, loc)
+            place = node.key_place if error["type"] == "extra_forbidden" and node.key_place else node.place
+        problems.append(_Problem(place, _field_path(loc), message, instance))
+    return problems
+
+
+def _grouped_by_sandbox(problems: list[_Problem]) -> list[_Problem]:
+    """Problems pointing into a sandbox instance that does not exist at all, as one: set the instance up."""
+    absent: dict[Path, list[_Problem]] = {}
+    for problem in problems:
+        if problem.sandbox is not None and not problem.sandbox.is_dir():
+            absent.setdefault(problem.sandbox, []).append(problem)
+    result = []
+    for problem in problems:
+        group = absent.get(problem.sandbox) if problem.sandbox is not None else None
+        if not group:
+            result.append(problem)
+        elif problem is group[0]:
+            fields = list(dict.fromkeys(p.field for p in group))
+            named = ", ".join(fields[:3]) + (f" and {len(fields) - 3} more" if len(fields) > 3 else "")
+            message = (
+                f"sandbox instance {problem.sandbox.name!r} is not set up ({problem.sandbox} does not exist; "
+                f"{named} point into it) — run `{_sandbox_up(problem.sandbox)}`"
+            )
+            result.append(_Problem(problem.place, "", message))
+    return result
+
+
+def load_params(path: str | Path, *, resolve_secrets: bool = True) -> Params:
+    """Load and validate a params file; every problem of the file — YAML, fields, values, included fragments and
+    secret references — raises one :class:`ParamsError`, one line per problem: ``file:line:column: field: what is
+    wrong — fix``.
+
+    ``resolve_secrets=False`` loads a run's recorded params (``RUN_DIR/params.yaml``): secret references stay
+    references and are not checked, since judging a finished run never reads a secret.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file — create it from params/production.example.yaml")
+    raw, located = _read_yaml(path)
+    if not isinstance(raw, dict):
+        found = "nothing" if raw is None else _shown(raw) if not isinstance(raw, list) else "a list"
+        raise ParamsError(f"{located.place}: expected a mapping of fields at the top level, found {found}")
+    raw, located, problems = _with_includes(path, raw, located)
+    base_dir = path.resolve().parent
+    roots = [base_dir]
+    secrets_root = raw.get("secrets_root")
+    if resolve_secrets and isinstance(secrets_root, str) and secrets_root:
+        root = Path(os.path.normpath(base_dir / Path(secrets_root).expanduser()))
+        roots.append(root)  # even when missing: the secrets under it are then missing files, not misplaced ones
+        if not root.is_dir():
+            fix, instance = _missing_file_fix(root)
+            fix = fix if instance else "create it or correct the path"
+            where = _find(located, ("secrets_root",)).place
+            problems.append(_Problem(where, "secrets_root", f"{root} is not a folder — {fix}", instance))
+    try:
+        params = Params.model_validate(
+            raw, context={"base_dir": base_dir, "secret_roots": roots, "resolve": resolve_secrets}
+        )
+    except ValidationError as exc:
+        problems += _problems(exc, located)
+    if problems:  # one problem per line, in the order of the file; a control character from the file is escaped
+
+        def order(problem: _Problem) -> tuple[bool, bool, int, int]:
+            place = problem.place or Place(path, 0, 0)
+            return problem.place is None, place.file != path, place.line, place.column
+
+        ordered = sorted(problems, key=order)
+        lines = [problem.text(path) for problem in _grouped_by_sandbox(ordered)]
+        raise ParamsError("\n".join(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line) for line in lines))
+    params.source = path.resolve()
+    return params
 
 
 def attestation_for(params: Params, check_id: str) -> Attestation | None:

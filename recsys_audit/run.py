@@ -4,6 +4,10 @@ Notebooks run in-process through papermill's Python API, one thread per notebook
 costly imports (papermill, nbformat, nbconvert) are paid once per run rather than once per notebook, and kernels
 start concurrently. Each notebook has a deadline; a cell error, a timeout or a dead kernel ends that notebook only.
 
+Before the notebooks start, :mod:`recsys_audit.preflight` probes the endpoints the params name once, so that an
+unreachable one is named as the root cause; after them, the run's outputs are written from findings.json through
+:mod:`recsys_audit.outputs` (``--format``).
+
 Only three parameters reach a notebook: ``env``, ``params_path`` and ``run_dir``. Secrets are resolved inside the
 kernel; the runner reveals them too, solely to mask them in every file it writes (defence in depth).
 """
@@ -25,13 +29,13 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import recsys_audit
 from recsys_audit import catalog as check_catalog
-from recsys_audit import judgement, merge, rundir
+from recsys_audit import judgement, merge, outputs, preflight, rundir
 from recsys_audit.catalog import Section
-from recsys_audit.findings import Finding, Severity
+from recsys_audit.findings import Finding, Severity, Status, read_findings
 from recsys_audit.params import Params, ParamsError, load_params, walk_secrets
 from recsys_audit.redaction import redact_json, redact_text
 
@@ -64,6 +68,13 @@ class AuditResult:
     verdict: str = ""
     not_evaluated: str = ""  # what the run did not evaluate, in words ("" when complete)
     score_text: str = ""  # the score as displayed
+    connectivity: list[dict[str, Any]] = field(default_factory=list)  # the preflight (recsys_audit.preflight)
+
+    @property
+    def root_cause(self) -> str:
+        """What could not be reached, in one line ("" when everything answered)."""
+        errors = sum(finding.status == Status.ERROR for finding in self.findings)
+        return preflight.root_cause(self.connectivity, errors)
 
     @property
     def report_path(self) -> Path:
@@ -81,6 +92,7 @@ class _PreparedAudit:
     notebooks_dir: Path
     started_at: dt.datetime
     runs: list[NotebookRun] = field(default_factory=list)
+    connectivity: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- locating things -------------------------------------------------------------------------------------------
@@ -227,58 +239,82 @@ def _kernel_name(notebook: Path) -> str:
 
 
 class Progress:
-    """One line per notebook on stderr: redrawn live on a terminal, printed once when it ends otherwise."""
+    """A line on stderr as each notebook ends — ``[3/8] 03_pipelines  2 fail 1 warn  3.4 s`` (what its checks
+    recorded, before waivers and attestations) — and on a terminal a live bar below them naming the notebooks
+    still running."""
 
     def __init__(self, labels: list[str], enabled: bool, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.live = enabled and self.stream.isatty()
-        self.labels = labels
+        self.total = len(labels)
         self.width = max((len(label) for label in labels), default=0)
-        self.state: dict[str, tuple[str, float, float | None]] = {label: ("queued", 0.0, None) for label in labels}
+        self.done = 0
+        self.running: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.drawn = False
+        self.bar: Any = None
         self.ticker: threading.Thread | None = None
-        if self.live:
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=False,
+                bar_format="{n_fmt}/{total_fmt} {bar:20} {elapsed}{postfix}",
+            )
             self.ticker = threading.Thread(target=self._tick, daemon=True)
             self.ticker.start()
 
-    def _line(self, label: str) -> str:
-        status, started, seconds = self.state[label]
-        shown = seconds if seconds is not None else (time.monotonic() - started if started else 0.0)
-        return f"  {status:<8} {label:<{self.width}}  {shown:6.1f} s"
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
-    def _draw(self) -> None:
-        if self.drawn:
-            self.stream.write(f"\x1b[{len(self.labels)}F")
-        self.stream.write("".join(f"\x1b[2K{self._line(label)}\n" for label in self.labels))
-        self.stream.flush()
-        self.drawn = True
+    def _redraw(self) -> None:
+        now = time.monotonic()
+        running = ", ".join(f"{label} {int(now - t)} s" for label, t in sorted(self.running.items()))
+        self.bar.set_postfix_str(f"running: {running}" if running else "", refresh=True)
 
     def _tick(self) -> None:
         while not self.stop.wait(0.5):
             with self.lock:
-                self._draw()
+                self._redraw()
+
+    def note(self, line: str) -> None:
+        """A line above the progress (e.g. the preflight's findings)."""
+        if self.enabled:
+            with self.lock:
+                self._write(line)
 
     def started(self, label: str) -> None:
         with self.lock:
-            self.state[label] = ("running", time.monotonic(), None)
+            self.running[label] = time.monotonic()
 
-    def finished(self, label: str, run: NotebookRun) -> None:
+    def finished(self, label: str, run: NotebookRun, statuses: list[str], not_evaluated: int) -> None:
         with self.lock:
-            self.state[label] = (run.status, 0.0, run.seconds)
-            if self.enabled and not self.live:
-                detail = f"  {run.error}" if run.error else ""
-                self.stream.write(self._line(label) + detail + "\n")
-                self.stream.flush()
+            self.running.pop(label, None)
+            self.done += 1
+            if not self.enabled:
+                return
+            counts = [f"{statuses.count(s)} {s}" for s in ("fail", "error", "warn") if statuses.count(s)]
+            counts += [f"{not_evaluated} not evaluated"] if not_evaluated else []
+            line = f"[{self.done}/{self.total}] {label:<{self.width}}  {' '.join(counts) or 'no failures'}  "
+            line += f"{run.seconds:.1f} s" + (f"  ({run.status}: {run.error})" if run.status != "ok" else "")
+            self._write(line)
+            if self.bar is not None:
+                self.bar.update(1)
+                self._redraw()
 
     def close(self) -> None:
         self.stop.set()
         if self.ticker:
             self.ticker.join()
-            with self.lock:
-                self._draw()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -318,10 +354,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
-    from recsys_audit.junit import write_junit
-    from recsys_audit.report import render_report
-
+def _finish(audit: _PreparedAudit, fail_on: Severity, formats: Sequence[str] = outputs.DEFAULT_FORMATS) -> AuditResult:
     recorded = merge.recorded_findings(audit.run_dir / rundir.FINDINGS_DIR)
     failures = {run.name: run.error or run.status for run in audit.runs if run.status != "ok"}
     observed = merge.complete_findings(recorded, audit.sections, failures)
@@ -348,14 +381,14 @@ def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
         "finished_at": finished_at.isoformat(),
         "duration_s": round((finished_at - audit.started_at).total_seconds(), 3),
         **scope.to_document(),
+        "connectivity": audit.connectivity,
         **judged.document_fields(),
     }
     document = redact_json(document)
     (audit.run_dir / rundir.FINDINGS_FILE).write_text(
         json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
     )
-    write_junit(audit.run_dir)
-    render_report(audit.run_dir)
+    outputs.write_outputs(audit.run_dir, formats)
     return AuditResult(
         audit.env,
         audit.run_dir,
@@ -365,6 +398,7 @@ def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
         judged.verdict,
         judgement.not_evaluated_text(document),
         judgement.score_text(document),
+        audit.connectivity,
     )
 
 
@@ -406,10 +440,12 @@ def run_many(
     progress: bool = False,
     catalog: list[Section] | None = None,
     run_ids: Mapping[str, str] | None = None,
+    formats: Sequence[str] = outputs.DEFAULT_FORMATS,
 ) -> list[AuditResult]:
     """Audit several environments in one bounded batch: every params file is validated before any notebook starts
-    (:class:`ParamsError`, :class:`UsageError`), then all notebooks share one pool of ``jobs`` kernels.
-    ``run_ids``: environment name -> the run id to use (default: the UTC start of the run)."""
+    (:class:`ParamsError`, :class:`UsageError`), the endpoints they name are probed once (:mod:`preflight`), then
+    all notebooks share one pool of ``jobs`` kernels. ``run_ids``: environment name -> the run id to use (default:
+    the UTC start of the run); ``formats``: the outputs written besides findings.json (:mod:`outputs`)."""
     if timeout_s <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout_s:g}")
     if jobs is not None and jobs < 1:
@@ -431,6 +467,11 @@ def run_many(
     display = Progress(labels, progress)
     warm_up = threading.Thread(target=_warm_up_renderer, daemon=True)
     warm_up.start()
+    for audit, reachability in zip(audits, preflight.check_all([a.params for a in audits]), strict=True):
+        audit.connectivity = redact_json([r.to_dict() for r in reachability])
+        for unreachable in (r for r in reachability if r.problem):
+            note = f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated"
+            display.note(redact_text(note))
     import papermill  # noqa: F401  (imported once here, not concurrently in every worker)
 
     papermill_log = logging.getLogger("papermill")
@@ -453,15 +494,18 @@ def run_many(
             for future in as_completed(futures):
                 index = futures[future]
                 run = future.result()
-                tasks[index][0].runs.append(run)
-                display.finished(labels[index], run)
+                audit, section = tasks[index]
+                audit.runs.append(run)
+                recorded = read_findings(audit.run_dir / rundir.FINDINGS_DIR / f"{section.notebook}.jsonl")
+                missing = len(set(section.checks) - {f.id for f in recorded})
+                display.finished(labels[index], run, [str(f.status) for f in recorded], missing)
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
         display.close()
         papermill_log.setLevel(saved[0])
         papermill_log.propagate = saved[1]
     warm_up.join()
-    return [_finish(audit, fail_on) for audit in audits]
+    return [_finish(audit, fail_on, formats) for audit in audits]
 
 
 def run_audit(
@@ -475,6 +519,7 @@ def run_audit(
     fail_on: Severity = Severity.HIGH,
     progress: bool = False,
     catalog: list[Section] | None = None,
+    formats: Sequence[str] = outputs.DEFAULT_FORMATS,
 ) -> AuditResult:
     """Audit one environment; see :func:`run_many`. Raises ParamsError / UsageError (exit 2) before anything runs."""
     return run_many(
@@ -487,4 +532,5 @@ def run_audit(
         fail_on=fail_on,
         progress=progress,
         catalog=catalog,
+        formats=formats,
     )[0]

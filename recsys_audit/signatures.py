@@ -99,11 +99,56 @@ class PublicKey:
         return f'{principal} namespaces="{NAMESPACE}" {KEY_TYPE} {self.blob}'
 
 
+def _key_kind(key: Path) -> str:
+    """What a key file holds, from its first bytes: ``private`` (an OpenSSH or PEM private key), ``public`` (one
+    OpenSSH public key line) or ``other``; never more of it is read, and nothing of it is quoted."""
+    with key.open("rb") as handle:
+        head = handle.read(64)
+    if head.startswith(b"-----BEGIN ") and b"PRIVATE KEY" in head:
+        return "private"
+    if head.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-")):
+        return "public"
+    return "other"
+
+
 def public_key_path(key: Path) -> Path:
-    """The public half of a key: ``KEY`` itself when it is a ``.pub`` file (key held by ssh-agent), else
-    ``KEY.pub``."""
+    """The public half of a key: ``KEY`` itself when it is a public key (a ``.pub`` file, a key held by ssh-agent),
+    else ``KEY.pub``."""
     key = Path(key)
-    return key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
+    if key.suffix == ".pub" or (key.is_file() and _key_kind(key) == "public"):
+        return key
+    return key.with_name(key.name + ".pub")
+
+
+def check_key(key: Path) -> None:
+    """Refuse a ``--key`` that cannot sign, saying why in terms of the file given: missing, a public key without an
+    agent to hold its private half, not a key at all, or a private key others can read."""
+    key = Path(key)
+    try:
+        kind = _key_kind(key)
+    except FileNotFoundError:
+        raise SignatureError(
+            f"{key}: no such key file — create one with 'recsys-audit keygen {key}', or pass KEY.pub of a key held by "
+            "ssh-agent"
+        ) from None
+    except OSError as exc:
+        raise SignatureError(f"{key}: cannot be read ({exc.strerror})") from None
+    if kind == "public":
+        if not os.environ.get("SSH_AUTH_SOCK"):
+            private = key.with_suffix("") if key.suffix == ".pub" else None
+            instead = f" ({private})" if private is not None and private.is_file() else ""
+            raise SignatureError(
+                f"{key} is a public key: pass the private key{instead} to --key — a public key signs only through "
+                "ssh-agent holding its private half (ssh-add the private key), and SSH_AUTH_SOCK is not set"
+            )
+        return
+    if kind == "other":
+        raise SignatureError(
+            f"{key}: not an SSH private key — pass the private key file 'recsys-audit keygen' wrote (its public half "
+            "is KEY.pub)"
+        )
+    if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SignatureError(f"{key}: private key is readable by others — run 'chmod 600 {key}'")
 
 
 def read_public_key(path: Path) -> PublicKey:
@@ -148,18 +193,6 @@ def generate_key(path: Path, comment: str, *, passphrase: str | None = None) -> 
 # --- signing ---------------------------------------------------------------------------------------------------
 
 
-def _check_private_key(key: Path) -> None:
-    try:
-        mode = key.stat().st_mode
-    except FileNotFoundError:
-        raise SignatureError(
-            f"{key}: no such key file — create one with 'recsys-audit keygen {key}', or pass KEY.pub of a key held by "
-            "ssh-agent"
-        ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SignatureError(f"{key}: private key is readable by others — run 'chmod 600 {key}'")
-
-
 def sign_file(path: Path, key: Path, *, passphrase: str | None = None, prompt_at_terminal: bool = False) -> Path:
     """Sign ``path`` with ``ssh-keygen -Y sign -n recsys-audit``; returns ``path.sig``.
 
@@ -167,11 +200,7 @@ def sign_file(path: Path, key: Path, *, passphrase: str | None = None, prompt_at
     A passphrase-protected key file needs ``passphrase``, or ``prompt_at_terminal`` to let ssh-keygen ask for it.
     """
     key = Path(key)
-    if key.suffix == ".pub":
-        if not os.environ.get("SSH_AUTH_SOCK"):
-            raise SignatureError(f"{key}: a public key signs through ssh-agent, but SSH_AUTH_SOCK is not set")
-    else:
-        _check_private_key(key)
+    check_key(key)
     signature = path.with_name(path.name + ".sig")
     signature.unlink(missing_ok=True)  # ssh-keygen asks before overwriting
     args = ["-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(path)]
@@ -183,7 +212,7 @@ def sign_file(path: Path, key: Path, *, passphrase: str | None = None, prompt_at
         message = _last_line(done.stderr)
         if "passphrase" in message.lower():
             message += " — give the key's passphrase, or add the key to ssh-agent and pass KEY.pub"
-        elif "agent" in message.lower() or key.suffix == ".pub":
+        elif "agent" in message.lower() or public_key_path(key) == key:
             message += f" — is the key of {key} loaded ('ssh-add -l')?"
         signature.unlink(missing_ok=True)
         raise SignatureError(f"ssh-keygen could not sign with {key}: {message}")

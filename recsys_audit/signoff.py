@@ -4,7 +4,8 @@ every entry of its directory.
 Signing a run directory ``audits/<env>/<run id>/``:
 
 1. judges the run again as of the signing day (:func:`recsys_audit.judgement.rejudge`) with the run's recorded params
-   and the attestations the reviewer records, and rewrites findings.json, junit.xml and the report with it;
+   and the attestations the reviewer records, and rewrites findings.json and the outputs written from it (report,
+   JUnit, SARIF, OCSF, CSV: those the run holds) with it;
 2. refuses what the judgement does not support: ``approve`` needs a ``pass``; ``approve-with-exceptions`` needs every
    failing or erroring finding accepted by id (``accept``); a partial audit is never approved; the environment's owner
    may not sign unless the params allow it;
@@ -30,15 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import recsys_audit
-from recsys_audit import judgement, signatures
+from recsys_audit import judgement, outputs, signatures
 from recsys_audit.display import STATUS_COLOURS, grid_html, label_badge
 from recsys_audit.findings import Status
 from recsys_audit.judgement import DECISIONS
 from recsys_audit.params import Attestation, Params
 from recsys_audit.rundir import (
     FINDINGS_FILE,
-    JUNIT_FILE,
-    REPORT_FILE,
     SIGNATURE_FILE,
     SIGNOFF_FILE,
     MissingEntry,
@@ -154,10 +153,10 @@ def _render(run_dir: Path, allowed_signers: Path | None) -> None:
 
 
 def _write_judged(run_dir: Path, document: dict[str, Any]) -> None:
-    from recsys_audit.junit import write_junit
-
+    """findings.json as judged at signing, and every output of the run written from it again (the report is rendered
+    with the sign-off block, after the record exists)."""
     (run_dir / FINDINGS_FILE).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-    write_junit(run_dir)
+    outputs.rewrite_present(run_dir, skip=("html",))
 
 
 def _four_eyes(params: Params, reviewer: str, env: str) -> str:
@@ -192,8 +191,8 @@ def sign_run(
     rewrite_run: bool = True,
 ) -> dict[str, Any]:
     """Sign a run directory (see the module docstring); returns the record. Raises SignoffError, leaving the run as
-    it was, when the sign-off is refused or fails. ``rewrite_run=False`` (a run in write-once storage): findings.json,
-    junit.xml and the report stay as they are; the record alone carries the judgement at signing."""
+    it was, when the sign-off is refused or fails. ``rewrite_run=False`` (a run in write-once storage): findings.json
+    and its outputs stay as they are; the record alone carries the judgement at signing."""
     run_dir = Path(run_dir).absolute()
     reviewer, role = reviewer.strip(), role.strip()
     if not reviewer or not role:
@@ -219,6 +218,7 @@ def sign_run(
             "or pass --allowed-signers FILE (the allowed_signers format git uses)"
         )
     try:
+        signatures.check_key(Path(key_path))
         public_key = signatures.read_public_key(signatures.public_key_path(Path(key_path)))
     except signatures.SignatureError as exc:
         raise SignoffError(str(exc)) from None
@@ -267,8 +267,8 @@ def sign_run(
             for a in attestations
         ],
     }
-    kept = {name: (run_dir / name).read_bytes() for name in (FINDINGS_FILE, JUNIT_FILE, REPORT_FILE, *SIGNOFF_FILES)
-            if name in names}  # fmt: skip
+    rewritten = (*outputs.output_files(), *SIGNOFF_FILES)
+    kept = {name: (run_dir / name).read_bytes() for name in rewritten if name in names}
     try:
         (run_dir / SIGNATURE_FILE).unlink(missing_ok=True)
         if rewrite_run:
@@ -286,7 +286,7 @@ def sign_run(
         if not check.ok:
             raise SignoffError(f"the new signature does not verify: {check.problem}")
     except Exception as exc:
-        for name in (*SIGNOFF_FILES, FINDINGS_FILE, JUNIT_FILE, REPORT_FILE):
+        for name in rewritten:
             if name in kept:
                 (run_dir / name).write_bytes(kept[name])
             else:

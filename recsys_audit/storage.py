@@ -66,7 +66,13 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_RUN_BYTES = 1 << 30  # every object of one run together
 ENV_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")  # what rundir.env_folder makes of an environment name
 _KEY_PART = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,255}$")
-_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".xml": "application/xml"}
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".sarif": "application/sarif+json",
+    ".csv": "text/csv; charset=utf-8",
+}
 
 
 class StoreError(Exception):

@@ -50,9 +50,10 @@ def test_cli_run_prints_the_report_path_and_exit_3(cli_run) -> None:
     assert (run_dir / "report.html").is_file()
     assert result.stdout.strip() == str(run_dir / "report.html")
     assert "Traceback" not in result.stderr
-    assert re.search(r"failed\s+04_canary\s+[\d.]+ s", result.stderr), result.stderr  # one progress line each
-    assert re.search(r"ok\s+00_healthy", result.stderr)
-    summary = result.stderr.strip().splitlines()[-1]
+    # one progress line each, as the notebook ends
+    assert re.search(r"\[[12]/2\] 04_canary .* [\d.]+ s  \(failed: ValueError: rejected \*\*\*\)", result.stderr)
+    assert re.search(r"\[[12]/2\] 00_healthy  2 fail 1 warn  [\d.]+ s\n", result.stderr), result.stderr
+    summary = next(line for line in result.stderr.splitlines() if line.startswith("engine-fixture: incomplete"))
     assert summary.startswith("engine-fixture: incomplete (exit 3; ") and "score n/a — incomplete run" in summary
     assert "not evaluated: sections not run: 1 Raises half-way, 2 Kernel killed, 3 Exceeds the timeout" in summary
     assert "check(s) not evaluated: " in summary and "notebook 04_canary failed" in summary

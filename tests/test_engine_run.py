@@ -199,7 +199,7 @@ def test_exit_codes_follow_fail_on(tmp_path: Path, kernel_env, capsys: pytest.Ca
         str(NOTEBOOKS),
     ]
     assert cli_main([*command, "--out", str(tmp_path / "audits")]) == 4
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("engine-fixture: partial"))
     assert line.startswith("engine-fixture: partial (exit 4; 2 fail, 1 manual, 1 pass, 1 skip, 1 warn; score n/a — ")
     assert line.endswith("not evaluated: sections not run: 1 Raises half-way, 2 Kernel killed, 3 Exceeds the timeout, "
                          "4 Secrets in failures (--sections)")  # fmt: skip

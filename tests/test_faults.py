@@ -384,3 +384,30 @@ def test_unaffected_check_keeps_its_real_status(
     clean = audit_findings("hardened")[check]
     faulty = fault_run(group).run.findings[check]
     assert faulty["status"] == str(clean.status), f"{check}: {faulty['summary']} vs clean {clean.summary}"
+
+
+def test_unreachable_endpoints_are_named_once_as_the_root_cause(fault_run: Callable[[str], FaultRun]) -> None:
+    """Dozens of checks error when the service, Prometheus and the database are down: the console names the cause
+    once, before the notebooks (one line per endpoint) and in the closing summary (one line), and findings.json
+    records it."""
+    result = fault_run("unreachable")
+    run, facts = result.run, result.facts
+    service, prometheus = f"http://127.0.0.1:{facts['service_port']}", f"http://127.0.0.1:{facts['prometheus_port']}"
+    causes = [
+        f"target unreachable: connection refused at {service}",
+        f"prometheus unreachable: connection refused at {prometheus}",
+        f"database unreachable: no server at 127.0.0.1 port {facts['db_port']} (connection refused or not running)",
+    ]
+    errors = sum(finding["status"] == "error" for finding in run.document["findings"])
+    assert errors >= 20
+    lines = run.stderr.splitlines()
+    env = run.document["env"]
+    assert lines[:3] == [f"{env}: {cause} — the checks that need it will not be evaluated" for cause in causes]
+    summary = f"  {'; '.join(causes)}; {errors} checks not evaluated"
+    assert lines.count(summary) == 1, run.stderr
+    failing = [f["id"] for f in run.document["findings"] if f["status"] == "error"]
+    assert all(f" {check}," in run.stderr or run.stderr.count(f" {check}\n") for check in failing), "ids kept whole"
+    assert sum("connection refused" in line for line in lines) == 4, run.stderr  # once before, once after
+    assert [(c["endpoint"], c["reachable"]) for c in run.document["connectivity"]] == [
+        ("target", False), ("prometheus", False), ("database", False)
+    ]  # fmt: skip

@@ -107,6 +107,30 @@ def test_non_ed25519_and_exposed_keys_are_refused(run_dir: Path, rita: Signer, t
     assert not (run_dir / SIGNOFF_FILE).exists()
 
 
+def test_key_errors_fit_the_file_given(run_dir: Path, rita: Signer, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    before = snapshot(run_dir)
+    public = Path(f"{rita.key}.pub")
+    assert sign(run_dir, Signer(public, rita.public, rita.principal)) == 2
+    err = capsys.readouterr().err
+    assert f"{public} is a public key: pass the private key ({rita.key}) to --key" in err, err
+    assert "SSH_AUTH_SOCK is not set" in err and "chmod" not in err
+    renamed = tmp_path / "keys" / "reviewer.key"  # a public key under a private key's name, readable by all
+    renamed.write_bytes(public.read_bytes())
+    renamed.chmod(0o644)
+    assert sign(run_dir, Signer(renamed, rita.public, rita.principal)) == 2
+    err = capsys.readouterr().err
+    assert f"{renamed} is a public key: pass the private key to --key" in err and "chmod" not in err, err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a key\n", encoding="utf-8")
+    notes.chmod(0o600)
+    assert sign(run_dir, Signer(notes, rita.public, rita.principal)) == 2
+    assert f"{notes}: not an SSH private key" in capsys.readouterr().err
+    assert sign(run_dir, Signer(tmp_path / "keys" / "nobody", rita.public, rita.principal)) == 2
+    assert "no such key file — create one with 'recsys-audit keygen" in capsys.readouterr().err
+    assert snapshot(run_dir) == before
+
+
 # --- sign and verify -------------------------------------------------------------------------------------------
 
 

@@ -107,8 +107,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"  prometheus  {instance.prometheus_url or '(not running)'}")
     print(f"  database    {_mask_dsn(instance.dsn)}  (auditor; password in secrets/auditor.dsn)")
     print(f"  params      {instance.params_path}")
-    local = Path("params") / f"{DEFAULT_NAME}.yaml"
-    run_target = DEFAULT_NAME if _is_default_instance(args) and local.is_file() else instance.params_path
+    # `run NAME` reads params/NAME.yaml if there is one, else this instance's params: name it when that is this one
+    committed = Path("params") / f"{args.name}.yaml"
+    if args.name == DEFAULT_NAME:
+        by_name = _is_default_instance(args) and committed.is_file()
+    else:
+        by_name = args.dir == DEFAULT_DIR and not committed.exists()
+    run_target = args.name if by_name else instance.params_path
     print(f"run the audit:  recsys-audit run {run_target}")
     print(f"stop it:        recsys-audit sandbox down --name {instance.name} --dir {args.dir}")
     return 0

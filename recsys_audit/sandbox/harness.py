@@ -123,7 +123,10 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """Whether something listens on (or holds) ``127.0.0.1:port``. SO_REUSEADDR, as the servers set it when they
+    bind: a connection of a stopped instance still in TIME_WAIT does not make the port taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -964,7 +967,8 @@ def local_params_document(repo_root: Path) -> dict[str, Any]:
     return stable_params_document(repo_root / ".sandbox" / DEFAULT_NAME, repo_root / "params")
 
 
-LOCAL_PARAMS_HEADER = """# params of the local sandbox (`recsys-audit sandbox up`): the hardened profile on fixed ports.
+LOCAL_PARAMS_HEADER = """# yaml-language-server: $schema=schema.json
+# params of the local sandbox (`recsys-audit sandbox up`): the hardened profile on fixed ports.
 # Start it first; the secrets below are files that `sandbox up` writes under .sandbox/local/secrets/, and the facts
 # that age (last pipeline success, last backup, attestations) come from .sandbox/local/dated-facts.yaml, which every
 # `sandbox up` rewrites — this file itself never changes.
