@@ -320,7 +320,7 @@ def _sha256(path: Path) -> str:
 
 def _finish(audit: _PreparedAudit, fail_on: Severity) -> AuditResult:
     from recsys_audit.junit import write_junit
-    from recsys_audit.report import render_report
+    from recsys_audit.render.report import render_report
 
     recorded = merge.recorded_findings(audit.run_dir / rundir.FINDINGS_DIR)
     failures = {run.name: run.error or run.status for run in audit.runs if run.status != "ok"}

@@ -19,10 +19,10 @@ from recsys_audit.diff import (
     diff_runs,
     fingerprint,
     previous_signed_run,
-    since_last_audit_html,
 )
 from recsys_audit.judgement import read_judged_run
-from recsys_audit.report import render_report
+from recsys_audit.render.diff import since_last_audit_html
+from recsys_audit.render.report import render_report
 from recsys_audit.signoff import sign_run, verify_run
 from recsys_audit.signoff_cli import main
 
