@@ -155,8 +155,13 @@ def evidence_html(evidence: dict[str, Any]) -> str:
 
 
 def finding_anchor(check_id: str) -> str:
-    """The id of a finding's evidence card in the report."""
+    """The id of a finding's evidence card in the report (cards exist for the problem statuses)."""
     return f"finding-{check_id}"
+
+
+def check_anchor(check_id: str) -> str:
+    """The id of a finding as its section notebook shows it."""
+    return f"check-{check_id}"
 
 
 def _notes_html(finding: Finding) -> str:
@@ -205,7 +210,7 @@ def finding_html(finding: Finding) -> str:
         else ""
     )
     return (
-        f'<div class="ra-finding ra-finding-{finding.status}" id="check-{esc(finding.id)}" '
+        f'<div class="ra-finding ra-finding-{finding.status}" id="{esc(check_anchor(finding.id))}" '
         f'style="border-left:4px solid {colour};padding:2px 10px;margin:8px 0">'
         f'<p class="ra-finding-line">{badge(finding.status)} <strong>{esc(finding.id)}</strong> — '
         f"{esc(finding.title)} <small>({finding.severity}, {finding.duration_s:.2f} s)</small></p>"

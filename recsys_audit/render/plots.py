@@ -49,7 +49,7 @@ class Chart:
 
     def html(self, css_class: str = "ra-chart") -> str:
         if not self.png:
-            return f'<p class="ra-chart-note {css_class}-note">{esc(self.text)}</p>'
+            return f'<p class="ra-chart-note">{esc(self.text)}</p>'
         data = base64.b64encode(self.png).decode("ascii")
         return (
             f'<figure class="{css_class}" style="margin:6px 0"><img src="data:image/png;base64,{data}" '

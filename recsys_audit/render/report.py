@@ -24,8 +24,10 @@ from recsys_audit.findings import Finding, Severity, Status, worst
 from recsys_audit.render import plots
 from recsys_audit.render.components import (
     ATTENTION,
+    PROBLEMS,
     STATUS_ORDER,
     badge,
+    check_anchor,
     esc,
     finding_anchor,
     finding_card,
@@ -193,7 +195,7 @@ def _triage_html(findings: list[Finding], titles: dict[int, str]) -> str:
         ]
         for f in attention
     )
-    table = grid_html(["status", "severity", "check", "§", "checklist item", "summary"], rows, "ra-table ra-triage")
+    table = grid_html(["status", "severity", "check", "section", "checklist item", "summary"], rows, "ra-table ra-triage")
     return table + awaiting
 
 
@@ -241,8 +243,8 @@ def _sections_html(doc: dict[str, Any]) -> str:
 
 
 def _check_link(finding: Finding) -> str:
-    target = finding_anchor(finding.id) if finding.status in ATTENTION or finding.status == Status.MANUAL else (
-        f"check-{finding.id}")  # fmt: skip
+    """A finding's badge and id, linked to its evidence card (a problem) or to its place in its section notebook."""
+    target = finding_anchor(finding.id) if finding.status in PROBLEMS else check_anchor(finding.id)
     return f'<span class="ra-check">{badge(finding.status)} <a href="#{esc(target)}">{esc(finding.id)}</a></span>'
 
 
