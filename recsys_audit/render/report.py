@@ -195,8 +195,8 @@ def _triage_html(findings: list[Finding], titles: dict[int, str]) -> str:
         ]
         for f in attention
     )
-    table = grid_html(["status", "severity", "check", "section", "checklist item", "summary"], rows, "ra-table ra-triage")
-    return table + awaiting
+    headers = ["status", "severity", "check", "section", "checklist item", "summary"]
+    return grid_html(headers, rows, "ra-table ra-triage") + awaiting
 
 
 # --- the run, the checklist, waivers ------------------------------------------------------------------------------
