@@ -14,13 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Prometheus, Chromium and wrk come from Debian packages; installed when missing and we may (root + apt).
+# Prometheus, Chromium, wrk and poppler-utils (pdfinfo, pdftoppm: the report's print test) come from Debian packages;
+# installed when missing and we may (root + apt).
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v promtool   >/dev/null || missing="$$missing prometheus"; \
 	command -v chromium   >/dev/null || missing="$$missing chromium"; \
 	command -v wrk        >/dev/null || missing="$$missing wrk"; \
+	command -v pdftoppm   >/dev/null || missing="$$missing poppler-utils"; \
+	command -v pdfinfo    >/dev/null || missing="$$missing poppler-utils"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

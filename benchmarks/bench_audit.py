@@ -102,7 +102,7 @@ def kernel_start_seconds() -> float:
 def breakdown(document: dict[str, Any]) -> dict[str, float]:
     """Where the time of one audit goes."""
     from recsys_audit.junit import write_junit
-    from recsys_audit.report import render_report
+    from recsys_audit.render.report import render_report
 
     run_dir = Path(document["run_dir"])
     imports = seconds_of([sys.executable, "-c", "import recsys_audit.cli, recsys_audit.run, papermill, nbclient"])

@@ -125,7 +125,7 @@ def sequential_loop(params: Path, notebooks: Path, out: Path, env: dict[str, str
 def runner(params: Path, notebooks: Path, out: Path, jobs: int | None) -> dict[str, float]:
     from bench_catalog import SECTIONS
 
-    from recsys_audit.report import render_report
+    from recsys_audit.render.report import render_report
     from recsys_audit.run import run_audit
 
     started = time.perf_counter()

@@ -5,24 +5,22 @@ A finding is identified across runs by a stable fingerprint of environment and c
 with (:mod:`recsys_audit.judgement`: at the run, or at its sign-off, attestations recorded then included) — the same
 as in each run's findings.json and report.
 
-"Since the last audit" in a report compares with the newest earlier run of the environment whose sign-off verifies
-with the trusted signers; earlier runs are read with the run directory's rules (nothing followed, nothing special
-opened) and at most ``MAX_EARLIER_RUNS`` of them are examined.
+"Since the last audit" in a report (:mod:`recsys_audit.render.diff`) compares with the newest earlier run of the
+environment whose sign-off verifies with the trusted signers; earlier runs are read with the run directory's rules
+(nothing followed, nothing special opened) and at most ``MAX_EARLIER_RUNS`` of them are examined.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys_audit.display import badge, grid_html
 from recsys_audit.findings import Finding, Status
 from recsys_audit.judgement import read_judged_run
 from recsys_audit.rundir import RunDirError, earlier_runs, load_recorded_params
-from recsys_audit.signoff import Verification, trusted_signers, verify_run
+from recsys_audit.signoff_record import Verification, trusted_signers, verify_run
 
 MAX_EARLIER_RUNS = 20
 PROBLEM_STATUSES = frozenset({Status.FAIL, Status.WARN, Status.ERROR, Status.MANUAL})
@@ -164,61 +162,10 @@ def previous_signed_run(run_dir: Path, allowed_signers: Path | None, limit: int 
     return PreviousRun(None, skipped=skipped, note=f"none of the {limit} newest earlier runs has a valid sign-off")
 
 
-def _changes_table(title: str, changes: list[Change], show_old: bool) -> str:
-    if not changes:
-        return ""
-    rows = (
-        [
-            badge(Status(c.old_status if show_old else c.new_status)),
-            html.escape(c.check),
-            html.escape(c.severity),
-            html.escape(c.title),
-            f"<code>{c.fingerprint}</code>",
-        ]
-        for c in changes
-    )
-    return f"<h4>{html.escape(title)}</h4>" + grid_html(["status", "check", "severity", "title", "fingerprint"], rows)
-
-
-def _trust_of(run_dir: Path) -> Path | None:
+def run_trust(run_dir: Path) -> Path | None:
     """The trusted signers the run's own recorded params name (the audit's configuration)."""
     try:
         run = read_judged_run(run_dir)
         return trusted_signers(load_recorded_params(run_dir, run.document))
     except RunDirError:
         return None
-
-
-def since_last_audit_html(run_dir: Path, allowed_signers: Path | None = None) -> str:
-    """Static HTML for the report: the diff against the previous signed audit of the environment."""
-    run_dir = Path(run_dir)
-    previous = previous_signed_run(run_dir, allowed_signers or _trust_of(run_dir))
-    skipped = "".join(
-        f"<li><code>{html.escape(name)}</code>: {html.escape(problem)}</li>" for name, problem in previous.skipped
-    )
-    skipped_html = f"<p>Earlier runs passed over (sign-off does not verify):</p><ul>{skipped}</ul>" if skipped else ""
-    if previous.run_dir is None:
-        return (
-            f"<div class='ra-diff'><p>No earlier signed audit of this environment to compare with: "
-            f"{html.escape(previous.note)}.</p>{skipped_html}</div>"
-        )
-    try:
-        result = diff_runs(previous.run_dir, run_dir)
-    except DiffError as exc:
-        return f"<div class='ra-diff'><p>Not compared: {html.escape(str(exc))}</p>{skipped_html}</div>"
-    counts = result.counts()
-    record = (previous.verification.record if previous.verification else None) or {}
-    signer = html.escape(
-        f"{record.get('reviewer', '?')} ({record.get('signer', '?')}) on {record.get('signed_at', '?')}"
-    )
-    return (
-        f"<div class='ra-diff'><p><strong>Since last audit: {counts['new']} new, "
-        f"{counts['resolved']} resolved</strong>, "
-        f"{counts['persisting']} persisting, {counts['status_changes']} status changes — compared with "
-        f"<code>{html.escape(previous.run_dir.name)}</code> (signed by {signer}).</p>"
-        + skipped_html
-        + _changes_table("New findings", result.new, show_old=False)
-        + _changes_table("Resolved findings", result.resolved, show_old=True)
-        + _changes_table("Persisting findings", result.persisting, show_old=False)
-        + "</div>"
-    )

@@ -120,9 +120,10 @@ class Finding:
 
 
 def append_finding(path: Path, finding: Finding) -> None:
-    """Append one finding as a JSON line (redacted), flushing at once so a dying kernel loses nothing."""
+    """Append one finding as a JSON line (redacted), flushing at once so a dying kernel loses nothing. Evidence keeps
+    the order the check wrote it in: the report shows values and table columns in that order."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(redact_json(finding.to_dict()), sort_keys=True, default=str)
+    line = json.dumps(redact_json(finding.to_dict()), default=str)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(line + "\n")
         handle.flush()

@@ -8,6 +8,10 @@ evaluated) and one testcase, ``verdict``, that passes only when the verdict is `
 
 Per check: fail -> <failure>, error -> <error>, skip and manual -> <skipped>, an applied waiver -> <skipped
 message="waived: …">; pass and warn pass (a warning is noted in <system-out>). ``time`` is the check's duration.
+
+Within a section the testcases are grouped by checklist item (``checklist.yaml`` order): a testcase's ``classname`` is
+the first checklist item id its check covers (``1.dev-auth-disabled`` — CI tools that group by class show one group
+per item, under its section), and its ``checklist_items`` property lists every item it covers.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from recsys_audit import judgement
+from recsys_audit.checklist import checklist
 from recsys_audit.rundir import JUNIT_FILE
 
 
-def _testcase(finding: dict[str, Any], classname: str) -> ET.Element:
+def _testcase(finding: dict[str, Any], notebook: str) -> ET.Element:
+    items = [str(item) for item in finding.get("items") or []]
     case = ET.Element(
         "testcase",
-        classname=classname,
+        classname=items[0] if items else notebook,
         name=f"{finding['id']}: {finding['title']}",
         time=f"{float(finding.get('duration_s') or 0):.3f}",
     )
+    if items:
+        properties = ET.SubElement(case, "properties")
+        ET.SubElement(properties, "property", name="checklist_items", value=" ".join(items))
     status, summary = finding["status"], finding["summary"]
     waiver = finding.get("waiver") or {}
     if waiver.get("applied"):
@@ -80,6 +89,17 @@ def _audit_suite(document: dict[str, Any]) -> tuple[ET.Element, list[ET.Element]
     return suite, cases
 
 
+def _by_item(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Findings grouped by their first checklist item, in checklist order (unknown items last), then by id."""
+    order = {item: index for index, item in enumerate(checklist())}
+
+    def key(finding: dict[str, Any]) -> tuple[int, str, str]:
+        first = str((finding.get("items") or [""])[0])
+        return (order.get(first, len(order)), first, str(finding["id"]))
+
+    return sorted(findings, key=key)
+
+
 def _fill(suite: ET.Element, cases: list[ET.Element], totals: dict[str, int], seconds: float) -> None:
     counts = {
         "tests": len(cases),
@@ -108,7 +128,7 @@ def junit_xml(document: dict[str, Any]) -> ET.ElementTree:
         findings = by_section[number]
         title, notebook = titles.get(number, (f"Section {number}", f"section{number}"))
         suite = ET.SubElement(root, "testsuite", name=f"{number} {title}", timestamp=document["started_at"])
-        cases = [_testcase(f, notebook) for f in findings]
+        cases = [_testcase(f, notebook) for f in _by_item(findings)]
         _fill(suite, cases, totals, sum(float(f.get("duration_s") or 0) for f in findings))
     for key, value in totals.items():
         root.set(key, str(value))

@@ -6,18 +6,18 @@ JupyterLab (defaults: ``params/local.yaml`` and a temporary run directory).
 
 from __future__ import annotations
 
-import html
 import tempfile
 import time
 from pathlib import Path
 
 from recsys_audit.catalog import Check, CheckFunction, Section, section_by_number
 from recsys_audit.context import AuditContext
-from recsys_audit.display import finding_html, findings_table_html
-from recsys_audit.findings import Finding, Outcome, Status, append_finding, errored
-from recsys_audit.params import Params, ParamsError, load_params
+from recsys_audit.findings import Finding, Outcome, append_finding, errored
+from recsys_audit.params import ParamsError, load_params
 from recsys_audit.probes import ProbeError
-from recsys_audit.redaction import describe_exception, redact_outcome, redact_text
+from recsys_audit.redaction import describe_exception, redact_outcome
+from recsys_audit.render.components import finding_html
+from recsys_audit.render.notebook import section_header_html, section_summary_html
 
 
 def find_params(env: str, params_path: str = "") -> Path:
@@ -98,34 +98,7 @@ class SectionRun:
         _show(section_header_html(self.section, self.ctx.params, self.env, self.ctx.run_dir))
 
     def summary(self) -> None:
-        counts = {status: sum(f.status == status for f in self.findings) for status in Status}
-        line = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-        _show(f"<h3>Section {self.section.number}: {line}</h3>" + findings_table_html(self.findings))
-
-
-def section_header_html(section: Section, params: Params, env: str, run_dir: Path) -> str:
-    """A static table of the section's environment, target and configured probes; secrets show as configured only."""
-
-    def configured(value: object) -> str:
-        return "configured" if value else "not configured"
-
-    rows = [
-        ("environment", env),
-        ("params", str(params.source or "")),
-        ("target", params.target.base_url + (" (production rules)" if params.target.production else "")),
-        ("metrics", params.resolved_metrics_url),
-        ("prometheus", params.prometheus.url or "not configured"),
-        ("database", configured(params.database.dsn)),
-        ("manifests", params.manifests.template or "not configured"),
-        ("config sources", ", ".join(f"{s.kind}: {s.path}" for s in params.config_sources) or "none"),
-        ("checks", str(len(section.checks))),
-        ("run directory", str(run_dir)),
-    ]
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(redact_text(v))}</td></tr>" for k, v in rows)
-    return (
-        f"<h2>Section {section.number} — {html.escape(section.title)}</h2>"
-        f'<table class="ra-table ra-header" border="1" style="border-collapse:collapse">{body}</table>'
-    )
+        _show(section_summary_html(self.section, self.findings))
 
 
 def open_section(

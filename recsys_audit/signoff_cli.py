@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from recsys_audit.judgement import DECISIONS
-from recsys_audit.signoff import SignoffError
+from recsys_audit.signoff_record import SignoffError
 
 
 def _error(command: str, message: str) -> int:
@@ -27,7 +27,7 @@ def environment_trust(env_or_params: str) -> Path | None:
     params or they name no allowed_signers."""
     from recsys_audit.cli import CliError, resolve_params
     from recsys_audit.params import ParamsError, load_params
-    from recsys_audit.signoff import trusted_signers
+    from recsys_audit.signoff_record import trusted_signers
 
     try:
         return trusted_signers(load_params(resolve_params(env_or_params), resolve_secrets=False))
@@ -73,7 +73,7 @@ def sign_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from recsys_audit.signoff import Verification, verify_run
+    from recsys_audit.signoff_record import Verification, verify_run
     from recsys_audit.storage import StoreError, open_run
 
     try:
@@ -131,7 +131,7 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def archive_command(args: argparse.Namespace) -> int:
-    from recsys_audit.archive import write_index
+    from recsys_audit.render.archive import write_index
 
     given = Path(args.allowed_signers) if args.allowed_signers else None
     try:

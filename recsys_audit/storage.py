@@ -391,7 +391,7 @@ def open_store(location: str | Path) -> LocalStore | S3Store:
 
 def build_manifest(run_dir: Path, **extra: str | None) -> dict[str, Any]:
     """The manifest of a finished run directory: environment, run id, every file with size and SHA-256."""
-    from recsys_audit.signoff import SignoffError, run_entries
+    from recsys_audit.signoff_record import SignoffError, run_entries
 
     try:
         document = read_document(run_dir)

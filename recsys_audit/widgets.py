@@ -1,4 +1,5 @@
-"""JupyterLab review widgets: an environment and run picker, a findings explorer and a sign-off form.
+"""JupyterLab review desk: an environment and run picker, a findings explorer (with pandas DataFrames of the
+findings and their evidence), the comparison with the last signed audit and a sign-off form.
 
 In a live frontend they are interactive ipywidgets. Executed headless (papermill, nbconvert), a widget cannot render,
 so :func:`show` also displays a static HTML table, and the widget's plain-text fallback says what it is.
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
+import pandas as pd
 
 from recsys_audit import storage
-from recsys_audit.display import findings_table_html, grid_html
 from recsys_audit.findings import Finding, Severity, Status
-from recsys_audit.judgement import DECISIONS, read_judged_run
+from recsys_audit.judgement import DECISIONS, JudgedRun, read_judged_run, score_text
+from recsys_audit.render import plots
+from recsys_audit.render.components import STATUS_ORDER, esc, finding_card, findings_table_html, grid_html, ordered
+from recsys_audit.render.diff import since_last_audit_html
 from recsys_audit.rundir import SIGNATURE_FILE, RunDirError, load_recorded_params
 from recsys_audit.signoff import SignoffError, trusted_signers, verify_run
 
@@ -79,6 +83,20 @@ def list_runs(audits_dir: Path | str, env: str) -> list[str]:
         return []
 
 
+def newest_environment(audits_dir: Path | str, environments: list[str]) -> str | None:
+    """Of ``environments``, the one with the newest audit (run ids are UTC start times); None when none has one."""
+    store = storage.open_store(audits_dir)
+    newest: list[tuple[str, str]] = []
+    for env in environments:
+        try:
+            runs = store.runs(env)
+        except storage.StoreError:
+            continue
+        if runs:
+            newest.append((runs[0], env))
+    return max(newest)[1] if newest else None
+
+
 def _run_label(location: str | Path) -> str:
     if storage.is_remote(location):
         return f"{str(location).rsplit('/', 1)[-1]} — in {str(location).rsplit('/', 2)[0]}"
@@ -92,12 +110,15 @@ def _run_label(location: str | Path) -> str:
 
 
 class EnvironmentPicker:
-    """Pick an environment, then one of its audit runs."""
+    """Pick an environment, then one of its audit runs; it opens on the newest run of the environment with the
+    newest audit (or of ``env`` when given)."""
 
     def __init__(self, params_dir: Path, audits_dir: Path | str, env: str = "") -> None:
         self.audits_dir = audits_dir if storage.is_remote(audits_dir) else Path(audits_dir)
         environments = list_environments(Path(params_dir), self.audits_dir)
-        initial = env if env in environments else (environments[0] if environments else None)
+        initial = env if env in environments else newest_environment(self.audits_dir, environments)
+        if initial is None and environments:
+            initial = environments[0]
         self.env = w.Dropdown(options=environments, value=initial, description="Environment")
         self.run = w.Dropdown(options=[], description="Run", layout=w.Layout(width="480px"))
         self.widget = w.VBox([self.env, self.run])
@@ -122,9 +143,10 @@ class EnvironmentPicker:
         self.run.value = location
 
     def _notify(self) -> None:
-        if self.run_dir is not None:
+        run_dir = self.run_dir
+        if run_dir is not None:
             for callback in self._callbacks:
-                callback(self.run_dir)
+                callback(run_dir)
 
     def on_pick(self, callback: Callable[[Path], Any]) -> None:
         """Call ``callback(run_dir)`` whenever another run is picked."""
@@ -136,12 +158,8 @@ class EnvironmentPicker:
         return storage.local_copy(self.run.value) if self.run.value else None
 
     def static_html(self) -> str:
-        rows = (
-            [html.escape(env), html.escape(_run_label(run))]
-            for env in self.env.options
-            for run in list_runs(self.audits_dir, env)
-        )
-        chosen = html.escape(str(self.run.value or "none"))
+        rows = ([esc(env), esc(_run_label(run))] for env in self.env.options for run in list_runs(self.audits_dir, env))
+        chosen = esc(self.run.value or "none")
         return f"<p>Selected run: <code>{chosen}</code></p>" + grid_html(["environment", "run"], rows)
 
     def show(self) -> None:
@@ -154,28 +172,52 @@ def _location(run: Path | str) -> str:
 
 # --- findings explorer -----------------------------------------------------------------------------------------
 
+FRAME_COLUMNS = ("id", "status", "severity", "section", "items", "title", "summary", "waived", "remediation")
+
+
+def run_heading_html(run: JudgedRun) -> str:
+    """The picked run in one block: environment, run id, verdict and score, and the chart of statuses by section."""
+    doc = run.document
+    sections = sorted((int(s["number"]), str(s["title"])) for s in doc.get("sections", []))
+    return (
+        f"<p><strong>{esc(run.env)}</strong> run <code>{esc(doc.get('run', run.run_dir.name))}</code>: "
+        f"<strong>{esc(run.verdict)}</strong>, score {esc(score_text(doc))}</p>"
+        + plots.status_overview(run.findings, sections).html()
+    )
+
 
 class FindingsExplorer:
-    """Filter a run's judged findings by section, status and severity."""
+    """A run's judged findings: filter by section, status and severity; pick one to see its evidence and
+    remediation. :meth:`frame` and :meth:`evidence_frames` give the same data as pandas DataFrames."""
 
     def __init__(self, run_dir: Path | None = None) -> None:
+        self.run: JudgedRun | None = None
         self.findings: list[Finding] = []
+        self.heading = w.HTML()
         self.section = w.Dropdown(description="Section")
         self.status = w.Dropdown(options=[ALL, *[str(s) for s in Status]], value=ALL, description="Status")
         self.severity = w.Dropdown(options=[ALL, *[str(s) for s in Severity]], value=ALL, description="Severity")
         self.count = w.Label()
         self.table = w.HTML()
-        self.widget = w.VBox([w.HBox([self.section, self.status, self.severity]), self.count, self.table])
+        self.choice = w.Select(description="Finding", rows=10, layout=w.Layout(width="95%"))
+        self.detail = w.HTML()
+        filters = w.HBox([self.section, self.status, self.severity])
+        self.widget = w.VBox([self.heading, filters, self.count, self.choice, self.detail, self.table])
         for control in (self.section, self.status, self.severity):
             control.observe(lambda _: self.refresh(), names="value")
+        self.choice.observe(lambda _: self._show_detail(), names="value")
         if run_dir is not None:
             self.load(run_dir)
 
     def load(self, run_dir: Path) -> None:
-        self.findings = read_judged_run(Path(run_dir)).findings
+        """Show another run; the status and severity filters stay as they were."""
+        self.run = read_judged_run(Path(run_dir))
+        self.findings = ordered(self.run.findings)
+        self.heading.value = run_heading_html(self.run)
         sections = sorted({f.section for f in self.findings})
+        kept = self.section.value if self.section.value in [str(n) for n in sections] else ALL
         self.section.options = [(ALL, ALL)] + [(str(n), str(n)) for n in sections]
-        self.section.value = ALL
+        self.section.value = kept
         self.refresh()
 
     def filtered(self) -> list[Finding]:
@@ -191,12 +233,81 @@ class FindingsExplorer:
         shown = self.filtered()
         self.count.value = f"{len(shown)} of {len(self.findings)} findings"
         self.table.value = findings_table_html(shown)
+        chosen = self.choice.value
+        self.choice.options = [(f"{f.status.upper():<6} {f.severity:<8} {f.id} — {f.title}", f.id) for f in shown]
+        self.choice.value = chosen if chosen in {f.id for f in shown} else (shown[0].id if shown else None)
+        self._show_detail()
+
+    def choose(self, check_id: str) -> None:
+        """Show one finding's evidence and remediation (as a click in the list does)."""
+        self.choice.value = check_id
+
+    def chosen(self) -> Finding | None:
+        return next((f for f in self.findings if f.id == self.choice.value), None)
+
+    def _show_detail(self) -> None:
+        finding = self.chosen()
+        self.detail.value = finding_card(finding, unfolded=True) if finding else ""
+
+    def frame(self) -> pd.DataFrame:
+        """The findings shown (filters applied), one row each; status and severity sort in their own order."""
+        rows = [
+            {**{key: getattr(f, key) for key in FRAME_COLUMNS if key != "items"}, "items": ", ".join(f.items)}
+            for f in self.filtered()
+        ]
+        frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+        frame["status"] = pd.Categorical(frame["status"].astype(str), categories=[str(s) for s in STATUS_ORDER],
+                                         ordered=True)  # fmt: skip
+        frame["severity"] = pd.Categorical(frame["severity"].astype(str), categories=[str(s) for s in Severity],
+                                           ordered=True)  # fmt: skip
+        return frame.set_index("id")
+
+    def evidence_frames(self, check_id: str | None = None) -> dict[str, pd.DataFrame]:
+        """A finding's evidence (default: the one picked) as DataFrames: ``facts`` for the single values, and one
+        per table of records."""
+        finding = next((f for f in self.findings if f.id == (check_id or self.choice.value)), None)
+        if finding is None:
+            return {}
+        frames: dict[str, pd.DataFrame] = {}
+        facts = []
+        for key, value in finding.evidence.items():
+            if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+                frames[key] = pd.DataFrame(value)
+            elif isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+                frames[key] = pd.DataFrame.from_dict(value, orient="index")
+            else:
+                facts.append({"key": key, "value": value})
+        return {"facts": pd.DataFrame(facts, columns=["key", "value"]), **frames}
 
     def static_html(self) -> str:
-        return f"<p>{len(self.findings)} findings</p>{findings_table_html(self.findings)}"
+        finding = self.chosen()
+        picked = ""
+        if finding:
+            picked = f"<p>Picked: <code>{esc(finding.id)}</code> (pick another in the list in JupyterLab)</p>"
+            picked += self.detail.value
+        return f"{self.heading.value}<p>{len(self.findings)} findings</p>{findings_table_html(self.findings)}{picked}"
 
     def show(self) -> None:
         show(self.widget, self.static_html(), "findings explorer")
+
+
+# --- since the last signed audit ---------------------------------------------------------------------------------
+
+
+class SinceLastAuditView:
+    """The picked run compared with the previous signed audit of its environment (refreshed on every pick)."""
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.html = w.HTML()
+        self.widget = w.VBox([self.html])
+        if run_dir is not None:
+            self.load(run_dir)
+
+    def load(self, run_dir: Path) -> None:
+        self.html.value = since_last_audit_html(Path(run_dir))
+
+    def show(self) -> None:
+        show(self.widget, self.html.value, "since the last signed audit")
 
 
 # --- sign-off form ---------------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from recsys_audit.diff import (
     diff_runs,
     fingerprint,
     previous_signed_run,
-    since_last_audit_html,
 )
 from recsys_audit.judgement import read_judged_run
-from recsys_audit.report import render_report
+from recsys_audit.render.diff import since_last_audit_html
+from recsys_audit.render.report import render_report
 from recsys_audit.signoff import sign_run, verify_run
 from recsys_audit.signoff_cli import main
 
@@ -121,6 +121,11 @@ def test_report_shows_diff_against_previous_signed_audit(runs: Runs) -> None:
     assert "Since last audit: 2 new, 2 resolved" in since_last_audit_html(runs.new)  # trust from the run's params
     report = render_report(runs.new).read_text()
     assert "Since last audit: 2 new, 2 resolved" in report and "(signed by Rita Reviewer (rita@example.com)" in report
+    # At the top, one line; below, the new findings open and the resolved and persisting ones folded.
+    assert '<a href="#since-last">since last audit: 2 new, 2 resolved</a>' in report.split("</header>", 1)[0]
+    assert "<h4>New findings (2)</h4>" in report
+    assert '<details class="ra-fold"><summary>Resolved findings (2)</summary>' in report
+    assert '<details class="ra-fold"><summary>Persisting findings (2)</summary>' in report
     # A later run that is not signed is not "the last audit"; an altered signed run is not either, and says why.
     newest = build_run(runs.folder / "audits", runs.params, "20250303T100000Z", NEW)
     assert previous_signed_run(newest, runs.trusted).run_dir == runs.old

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "engine"))
 
 from engine_support import NOTEBOOKS, canary_values, kernel_environment, write_params
 
-from recsys_audit.report import render_report
+from recsys_audit.render.report import render_report
 
 CLI = str(Path(sys.executable).parent / "recsys-audit")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,9 +86,15 @@ def test_report_is_static_and_self_contained(cli_run) -> None:
     assert "IntSlider(value=3, description='replicas')" in page  # widget as its static fallback
     assert "widget-view+json" not in page
     assert page.count('<details class="ra-code">') >= 5  # code hidden but expandable
-    for heading in ("Sign-off", "Sections", "Failing", "Waivers and attestations", "0. Healthy section"):
+    for heading in ("Needs attention (", ">Run<", "Sign-off", "Evidence", "Failing", "Checklist items",
+                    "Waivers and attestations"):  # fmt: skip
         assert heading in page
     assert "h.fail-high" in page and "Fix the fixture." in page  # failing finding with its remediation
+    # One heading per section: the report's; the notebook's own title is left out, its headings one level down.
+    assert page.count("0. Healthy section</h2>") == 1 and "a healthy section</h1>" not in page
+    # A chart the notebook drew without alt text is described by the prose before it.
+    assert "No description has been provided" not in page
+    assert 'alt="A figure without a recorded description, shown after: The remaining checks, then a widget' in page
 
 
 def test_render_report_needs_only_the_run_directory(cli_run, tmp_path: Path) -> None:

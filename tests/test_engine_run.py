@@ -167,12 +167,15 @@ def test_junit_mapping(mixed_run: AuditResult) -> None:
     assert suites["audit"].find("testcase[@name='section 4']/skipped").get("message").startswith("not evaluated")
     cases = {c.get("name").split(":")[0]: c for s in suites.values() for c in s.findall("testcase")}
     assert cases["h.fail-low"].find("failure").get("message") == "a minor gap"
-    assert cases["h.fail-low"].get("classname") == "00_healthy"
+    # grouped by checklist item: the class is the first item the check covers, the property lists them all
+    assert cases["h.fail-low"].get("classname") == "0.serving-mode-per-tenant"
+    items = cases["h.fail-low"].find("properties/property[@name='checklist_items']")
+    assert items.get("value") == "0.serving-mode-per-tenant"
     assert cases["h.fail-high"].find("failure") is None
     assert cases["h.fail-high"].find("skipped").get("message").startswith("waived: compensating control")
     assert cases["r.second"].find("error").get("message").startswith("not evaluated: RuntimeError")
     assert cases["h.skip"].find("skipped").get("message") == "skip: no such feature here"
-    assert cases["h.pass"].find("*") is None
+    assert [child.tag for child in cases["h.pass"]] == ["properties"]  # a pass: no failure, error or skip
     healthy = suites["0 Healthy section"]
     assert (healthy.get("tests"), healthy.get("failures"), healthy.get("skipped")) == ("6", "1", "2")
     assert root.get("errors") == "5"  # four checks and the verdict

@@ -202,12 +202,21 @@ def _from_findings_json(base: Path, run: Path) -> dict[str, str]:
 BADGE = r'<span class="ra-badge ra-(\w+)"[^>]*>[^<]*</span>'
 
 
+SEVERITY = r'<span class="ra-severity[^>]*>[^<]*</span>'
+
+
 def _from_report(base: Path, run: Path) -> dict[str, str]:
     page = (run / "report.html").read_text()
-    tables = dict((check, status) for status, check in re.findall(BADGE + r"</td><td>([\w.-]+)</td>", page))
-    cards = dict((check, status) for status, check in re.findall(BADGE + r" <strong>([\w.-]+)</strong>", page))
-    assert all(tables[check] == status for check, status in cards.items()), (tables, cards)
-    return tables
+
+    def shown(pattern: str) -> dict[str, str]:
+        return {check: status for status, check in re.findall(pattern, page)}
+
+    checklist = shown(BADGE + r' <a href="#[^"]*">([\w.-]+)</a></span>')  # every finding, by checklist item
+    cards = shown(BADGE + " " + SEVERITY + r" <strong>([\w.-]+)</strong>")  # evidence of the problems
+    triage = shown(BADGE + "</td><td>" + SEVERITY + r'</td><td><a href="#finding-([\w.-]+)"')  # fail, error, warn
+    assert cards and triage
+    assert all(checklist[check] == status for check, status in [*cards.items(), *triage.items()]), (cards, triage)
+    return checklist
 
 
 def _from_diff(base: Path, run: Path) -> dict[str, str]:

@@ -327,7 +327,12 @@ def test_diff_and_archive_over_s3(fleet: Fleet, s3: Any, capsys: pytest.CaptureF
         ["20250301T100000Z", "fail", "1", "1", "0"],
         ["20250302T100000Z", "pass", "0", "0", "0"],
     ]
-    assert page.index("id='env-production'") < page.index("id='env-staging'") and "<svg class='ra-trend'" in page
+    assert page.index("id='env-production'") < page.index("id='env-staging'")
+    # a chart for staging's two runs; production's one run is a sentence, not a degenerate chart
+    staging = page.split("id='env-staging'", 1)[1]
+    assert page.count('<figure class="ra-trend"') == 1 and '<figure class="ra-trend"' in staging
+    assert 'alt="Fail, warn and error findings per audit of staging, oldest first: 20250301T100000Z: 1 fail' in staging
+    assert "1 audit(s) of production so far (20250301T120000Z: 1 fail, 1 warn, 0 error): a trend needs two." in page
     assert "href='staging/20250301T100000Z/report.html'" in page and "20250309T000000Z" not in page
 
 

@@ -1,18 +1,29 @@
-"""Review widgets: picker, findings explorer, sign-off form, and the review notebook executed headless by papermill."""
+"""Review desk: picker, findings explorer (with DataFrames), since-last view, sign-off form, and the review notebook
+executed headless (papermill with parameters, nbclient as shipped)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
+from nbclient import NotebookClient
 from run_fixtures import OWNER, REVIEWER, build_run, make_signer, write_allowed_signers, write_params
 from test_signoff import STATUSES
 
 from recsys_audit.rundir import SIGNOFF_FILE
 from recsys_audit.signoff import verify_run
-from recsys_audit.widgets import EnvironmentPicker, FindingsExplorer, SignoffForm, list_environments, live_frontend
+from recsys_audit.widgets import (
+    EnvironmentPicker,
+    FindingsExplorer,
+    SignoffForm,
+    SinceLastAuditView,
+    list_environments,
+    live_frontend,
+    newest_environment,
+)
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "99_review.ipynb"
 
@@ -47,6 +58,81 @@ def test_picker_lists_environments_and_runs_newest_first(workspace: tuple[Path, 
     picker.env.value = "production"  # no audits yet
     assert picker.run.options == () and picker.run_dir is None
     assert newer.name in picker.static_html()
+
+
+def test_picker_opens_the_newest_run_of_the_environment_with_the_newest_audit(
+    workspace: tuple[Path, Path, Path, Path],
+) -> None:
+    params_dir, audits, _, newer = workspace
+    # production sorts first but has no audit: the picker opens staging's newest run
+    assert EnvironmentPicker(params_dir, audits).run_dir == newer.resolve()
+    newest = build_run(audits, params_dir / "production.yaml", "20250305T080000Z", STATUSES)
+    assert newest_environment(audits, ["production", "staging"]) == "production"
+    picker = EnvironmentPicker(params_dir, audits)
+    assert picker.env.value == "production" and picker.run_dir == newest.resolve()
+    assert EnvironmentPicker(params_dir, audits, env="staging").run_dir == newer.resolve()  # asked for: kept
+    assert newest_environment(audits, ["nowhere"]) is None
+
+
+def test_every_view_follows_a_pick(workspace: tuple[Path, Path, Path, Path]) -> None:
+    params_dir, audits, older, newer = workspace
+    picker = EnvironmentPicker(params_dir, audits, env="staging")
+    explorer, since_last = FindingsExplorer(picker.run_dir), SinceLastAuditView(picker.run_dir)
+    form = SignoffForm(picker.run_dir)
+    for view in (explorer, since_last, form):
+        picker.on_pick(view.load)
+    explorer.status.value = "fail"
+    assert newer.name in explorer.heading.value and [f.id for f in explorer.filtered()] == ["auth.cross-tenant-admin"]
+    picker.select(older)
+    assert older.name in explorer.heading.value and newer.name not in explorer.heading.value
+    assert explorer.status.value == "fail"  # the filters stay as the reviewer set them
+    assert form.run_dir == older.resolve()
+    assert "No earlier signed audit" in since_last.html.value
+
+
+def test_explorer_shows_evidence_and_remediation_of_the_picked_finding(
+    workspace: tuple[Path, Path, Path, Path],
+) -> None:
+    _, _, older, _ = workspace
+    explorer = FindingsExplorer(older)
+    assert explorer.choice.value == "auth.cross-tenant-admin"  # attention first: the failure is picked
+    assert (
+        "Remediation:</strong> Fix it." in explorer.detail.value
+        and '<details class="ra-card ra-card-fail" open>' in (explorer.detail.value)
+    )
+    explorer.choose("db.rls-enabled")  # as a click in the list does
+    assert "db.rls-enabled is warn" in explorer.detail.value and "GET /v1/status" in explorer.detail.value
+    assert [label.split()[0] for label, _ in explorer.choice.options] == ["FAIL", "WARN", "MANUAL", "MANUAL", "PASS",
+                                                                          "SKIP"]  # fmt: skip
+    explorer.status.value = "pass"
+    assert explorer.choice.value == "auth.dev-auth-disabled" and "auth.dev-auth-disabled" in explorer.detail.value
+
+
+def test_findings_and_evidence_as_dataframes(workspace: tuple[Path, Path, Path, Path]) -> None:
+    _, _, older, _ = workspace
+    explorer = FindingsExplorer(older)
+    frame = explorer.frame()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 6
+    assert list(frame.columns) == [
+        "status",
+        "severity",
+        "section",
+        "items",
+        "title",
+        "summary",
+        "waived",
+        "remediation",
+    ]
+    # status and severity sort in their own order, not alphabetically
+    assert list(frame.sort_values("severity").index[:2]) == ["auth.cross-tenant-admin", "auth.dev-auth-disabled"]
+    assert list(frame.sort_values("status").index[:2]) == ["auth.cross-tenant-admin", "db.rls-enabled"]
+    assert list(frame[frame.section == 4].index) == ["db.rls-enabled", "db.restore-tested"]
+    explorer.section.value = "4"
+    assert list(explorer.frame().index) == ["db.rls-enabled", "db.restore-tested"]  # the filters apply
+    frames = explorer.evidence_frames("db.rls-enabled")
+    assert list(frames) == ["facts", "rows"]
+    assert frames["facts"].to_dict("records") == [{"key": "probe", "value": "GET /v1/status"}]
+    assert frames["rows"].to_dict("records") == [{"name": "a", "value": 1}]
 
 
 def test_explorer_filters_by_section_status_and_severity(workspace: tuple[Path, Path, Path, Path]) -> None:
@@ -95,6 +181,17 @@ def test_not_a_live_frontend_outside_jupyterlab() -> None:
     assert live_frontend() is False
 
 
+def _outputs(notebook: nbformat.NotebookNode) -> tuple[str, list[str]]:
+    """All text/html of an executed notebook's outputs, and their text/plain; no output may be an error."""
+    html_outputs, plain_outputs = [], []
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            html_outputs.append(out.get("data", {}).get("text/html", ""))
+            plain_outputs.append(out.get("data", {}).get("text/plain", "") or out.get("text", ""))
+    return "\n".join(html_outputs), plain_outputs
+
+
 def test_review_notebook_runs_headless_with_static_tables(
     workspace: tuple[Path, Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -108,17 +205,31 @@ def test_review_notebook_runs_headless_with_static_tables(
         cwd=str(tmp_path),
         kernel_name="python3",
     )
-    notebook = nbformat.read(output, as_version=4)
-    html_outputs, plain_outputs = [], []
-    for cell in notebook.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", out
-            html_outputs.append(out.get("data", {}).get("text/html", ""))
-            plain_outputs.append(out.get("data", {}).get("text/plain", ""))
-    static = "\n".join(html_outputs)
+    static, plain_outputs = _outputs(nbformat.read(output, as_version=4))
     # Findings of the picked run as a static table, all of them, and the picker and form fallbacks.
     for check in STATUSES:
         assert check in static
     assert f"Selected run: <code>{older.resolve()}</code>" in static
     assert "recsys-audit sign" in static and "No earlier signed audit" in static
     assert "[findings explorer: interactive in JupyterLab]" in plain_outputs
+
+
+def test_review_notebook_as_shipped_opens_the_newest_run(
+    workspace: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    """Executed with nbclient as it ships (no parameters), from a folder with params/ and audits/."""
+    _, _, older, newer = workspace
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    static, plain = _outputs(notebook)
+    assert f"Selected run: <code>{newer.resolve()}</code>" in static
+    assert f"run <code>{newer.name}</code>: <strong>fail</strong>" in static  # the explorer's heading
+    for check in STATUSES:  # the newest run's findings
+        assert check in static
+    # the picked finding (the failure) with its evidence and remediation; the DataFrames of the findings
+    assert "Picked: <code>auth.cross-tenant-admin</code>" in static and "Remediation:</strong> Fix it." in static
+    assert 'class="dataframe' in static and "auth.cross-tenant-admin" in static.split('class="dataframe', 1)[1]
+    assert "auth.cross-tenant-admin — rows\n" in plain
+    assert older.name not in static.split("Selected run:", 1)[1].split("</p>", 1)[0]

@@ -739,31 +739,3 @@ def artifact_load_failures(ctx: AuditContext) -> Outcome:
     if not metrics.has(ALWAYS_EXPORTED):
         return warned(f"/metrics lacks {ALWAYS_EXPORTED}: not recsys-service's exposition", **evidence)
     return passed("no artifact load failure since the service started", **evidence)
-
-
-def plot_manifest_ages(finding: Any) -> None:
-    """Age of each manifest against the freshness SLO (static bar chart from the manifest-fresh finding)."""
-    rows = [r for r in finding.evidence.get("manifests", []) if r.get("age_s") is not None]
-    if not rows:
-        print("no plot: no readable manifest")
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recsys_audit.checks.s5_observability import show_figure
-
-    slo_h = finding.evidence["slo_s"] / 3600
-    figure, axis = plt.subplots(figsize=(8, 0.5 + 0.4 * len(rows)))
-    try:
-        ages_h = [r["age_s"] / 3600 for r in rows]
-        colours = ["#cf222e" if age > slo_h else "#1a7f37" for age in ages_h]
-        axis.barh([f"{r['tenant']}/{r['surface']}" for r in rows], ages_h, color=colours)
-        axis.axvline(slo_h, color="black", linestyle=":", linewidth=1, label=f"SLO {slo_h:g} h")
-        axis.set_xlabel("manifest age (hours)")
-        axis.legend(loc="lower right", fontsize="small")
-        figure.tight_layout()
-        show_figure(figure)
-    finally:
-        plt.close(figure)

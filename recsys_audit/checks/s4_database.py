@@ -812,7 +812,7 @@ def _covers(partitions: list[dict[str, Any]], moment: dt.datetime) -> str | None
 def event_partitions_ahead(ctx: AuditContext) -> Outcome:
     now = _now()
     next_month = (now.replace(day=1) + dt.timedelta(days=32)).replace(day=15, hour=12, minute=0, second=0)
-    rows, statuses = [], []
+    rows, statuses, sizes = [], [], []
     for table, partitions in event_partitions(ctx).items():
         if partitions is None:
             rows.append({"table": table, "current_month": None, "next_month": None, "note": "not partitioned"})
@@ -821,7 +821,17 @@ def event_partitions_ahead(ctx: AuditContext) -> Outcome:
         current, upcoming = _covers(partitions, now), _covers(partitions, next_month)
         rows.append({"table": table, "current_month": current, "next_month": upcoming, "partitions": len(partitions)})
         statuses.append(Status.PASS if current and upcoming else Status.FAIL)
-    evidence = {"sql": PARTITIONS_SQL, "tables": rows, "checked_at": [now.isoformat(), next_month.isoformat()]}
+        sizes.extend(
+            {"table": table, "partition": p["partition"], "bound": p["bound"],
+             "rows": max(p["reltuples"] or 0, p["live_estimate"] or 0, 0)}
+            for p in partitions
+        )  # fmt: skip
+    evidence = {
+        "tables": rows,
+        "partitions": sizes,  # estimated rows by statistics, for the chart
+        "checked_at": [now.isoformat(), next_month.isoformat()],
+        "sql": PARTITIONS_SQL,
+    }
     missing = [f"{r['table']} ({'current' if not r['current_month'] else 'next'} month)" for r in rows if not (
         r["current_month"] and r["next_month"])]  # fmt: skip
     if worst(*statuses) == Status.FAIL:
@@ -861,36 +871,3 @@ def default_partition_empty(ctx: AuditContext) -> Outcome:
         estimate = sum(max(r["reltuples"], r["live_estimate"] or 0) for r in flagged)
         return failed(f"rows in default partition(s) {names} (≈{estimate} by statistics)", **evidence)
     return passed(f"{len(rows)} default partition(s), all empty", **evidence)
-
-
-def plot_partition_rows(audit: Any) -> None:
-    """Estimated rows per event-table partition: rows piling up in *_default stand out (statistics only)."""
-    try:
-        partitions_by_table = event_partitions(audit.ctx)
-    except ProbeError as exc:  # the checks above already recorded the reason as error findings
-        print(f"no plot: {exc}")
-        return
-    rows = [
-        (f"{table}: {p['partition'].removeprefix(table + '_')}", max(p["reltuples"], p["live_estimate"] or 0))
-        for table, partitions in partitions_by_table.items()
-        for p in partitions or []
-    ]
-    if not rows:
-        print("no plot: the event tables have no partitions")
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recsys_audit.checks.s5_observability import show_figure
-
-    figure, axis = plt.subplots(figsize=(8, 0.5 + 0.35 * len(rows)))
-    try:
-        colours = ["#9a6700" if name.endswith("default") else "#0969da" for name, _ in rows]
-        axis.barh([name for name, _ in rows], [count for _, count in rows], color=colours)
-        axis.set_xlabel("estimated rows (pg_class.reltuples / n_live_tup)")
-        figure.tight_layout()
-        show_figure(figure)
-    finally:
-        plt.close(figure)

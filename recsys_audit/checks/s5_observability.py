@@ -398,7 +398,7 @@ def golden_signals(ctx: AuditContext) -> Outcome:
         values[name] = None if value is None else round(value, 4)
         shown_value = "no data" if value is None else round(value, 4)
         rows.append({"signal": name, "value": shown_value, "over": over, "promql": promql})
-    evidence = {**values, "queries": rows}
+    evidence = {**values, "slo_p95_ms": policies.latency_p95_ms, "queries": rows}
     if values["request_rate_rps"] is None:
         return warned("Prometheus has no recommendation request series for the service (5m window)", **evidence)
     over_policy, low_cache = [], []
@@ -420,55 +420,6 @@ def golden_signals(ctx: AuditContext) -> Outcome:
     if low_cache:
         return warned("; ".join(low_cache) + f" ({shown})", **evidence)
     return passed(f"signals within policy ({shown})", **evidence)
-
-
-def show_figure(figure: Any) -> None:
-    """Show a matplotlib figure as a static PNG (survives nbconvert; no interactive backend needed)."""
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    try:
-        from IPython.display import Image, display
-
-        display(Image(data=buffer.getvalue()))
-    except ImportError:  # pragma: no cover - outside IPython
-        pass
-
-
-def plot_golden_signals(audit: Any, minutes: int = 15) -> None:
-    """Request rate and latency percentiles over the last minutes (static matplotlib figure)."""
-    import time
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ctx = audit.ctx
-    queries = golden_signal_queries(ctx, window="1m")
-    end = time.time()
-    figure, (rate_axis, latency_axis) = plt.subplots(1, 2, figsize=(11, 3.2))
-    try:
-        for axis, names, unit in (
-            (rate_axis, ["request_rate_rps"], "requests/s"),
-            (latency_axis, ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"], "ms"),
-        ):
-            for name in names:
-                for series in ctx.prometheus.query_range(queries[name], end - minutes * 60, end, 15):
-                    points = [(float(t) - end, float(v)) for t, v in series["values"] if v not in {"NaN", "+Inf"}]
-                    if points:
-                        axis.plot([p[0] / 60 for p in points], [p[1] for p in points], label=name)
-            axis.set_xlabel("minutes ago")
-            axis.set_ylabel(unit)
-            axis.legend(loc="upper left", fontsize="small")
-        latency_axis.axhline(ctx.params.policies.latency_p95_ms, color="red", linestyle=":", linewidth=1)
-        figure.tight_layout()
-        show_figure(figure)
-    except ProbeError as exc:
-        print(f"no plot: {exc}")
-    finally:
-        plt.close(figure)
 
 
 # --- alerts ----------------------------------------------------------------------------------------------------

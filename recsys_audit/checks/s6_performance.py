@@ -326,9 +326,9 @@ def live_load_test_check(ctx: AuditContext) -> Outcome:
         "peak_in_flight": run.peak_in_flight,
         "stopped_by_time": run.stopped_by_time,
     }
-    evidence = {**_report_summary(report), "caps": caps, "report_file": LIVE_REPORT}
-    errors = _judge_errors(report, ctx.params.policies.error_ratio_max)
     slo = ctx.params.policies.latency_p95_ms
+    evidence = {**_report_summary(report), "slo_p95_ms": slo, "caps": caps, "report_file": LIVE_REPORT}
+    errors = _judge_errors(report, ctx.params.policies.error_ratio_max)
     if errors.status.value == "fail":
         return failed(f"live run: {errors.summary}", **evidence)
     if report.latency_ms["p95"] > slo:
@@ -338,39 +338,6 @@ def live_load_test_check(ctx: AuditContext) -> Outcome:
         f"{report.rps:g} rps",
         **evidence,
     )
-
-
-def plot_live_latency(audit: Any) -> None:
-    """Latency histogram of the live load test (log-spaced bins, percentiles marked)."""
-    ctx = audit.ctx
-    if not ctx.params.load_test.allowed:
-        print("live load test not allowed by params: nothing to plot")
-        return
-    from recsys_audit.checks.s5_observability import show_figure
-    from recsys_audit.probes.loadtest import histogram_bins
-
-    run = live_load_test(ctx)
-    if not run.latencies_ms:
-        print("the live load test got no answers: nothing to plot")
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(8, 3.2))
-    axis.hist(run.latencies_ms, bins=histogram_bins(run.latencies_ms), color="#4c72b0")
-    axis.set_xscale("log")
-    for name, value in run.percentiles().items():
-        axis.axvline(value, linestyle="--", linewidth=1, color="black")
-        axis.annotate(name, (value, axis.get_ylim()[1] * 0.9), rotation=90, fontsize="small")
-    axis.axvline(ctx.params.policies.latency_p95_ms, color="red", linestyle=":", linewidth=1)
-    axis.set_xlabel("latency (ms, log scale)")
-    axis.set_ylabel("requests")
-    axis.set_title(f"{run.sent} requests, concurrency {run.concurrency}")
-    figure.tight_layout()
-    show_figure(figure)
-    plt.close(figure)
 
 
 @SECTION.check(

@@ -24,7 +24,7 @@ CSV_FILE = "findings.csv"
 
 
 def _html(run_dir: Path) -> None:
-    from recsys_audit.report import render_report
+    from recsys_audit.render.report import render_report
 
     render_report(run_dir)
 

@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import http.client
 import json
-import math
 import socket
 import ssl
 import threading
@@ -342,11 +341,3 @@ def recommend_sender(
 ) -> RecommendSender:
     """A sender of read-only ``POST /v1/recommend`` requests (see :class:`RecommendSender`)."""
     return RecommendSender(service, tenant, surface, role=role, user_cardinality=user_cardinality)
-
-
-def histogram_bins(latencies_ms: list[float], bins: int = 30) -> list[float]:
-    """Log-spaced bin edges covering the samples (latency spreads over orders of magnitude)."""
-    low = max(min(latencies_ms, default=0.1), 0.01)
-    high = max(max(latencies_ms, default=1.0), low * 1.01)
-    step = (math.log10(high) - math.log10(low)) / bins
-    return [10 ** (math.log10(low) + i * step) for i in range(bins + 1)]
