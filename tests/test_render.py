@@ -260,8 +260,13 @@ def test_junit_groups_a_section_by_checklist_item() -> None:
 
 # --- imports go one way ------------------------------------------------------------------------------------------
 
-WRITERS = {"recsys_audit.outputs", "recsys_audit.signoff", "recsys_audit.signoff_cli", "recsys_audit.notebook",
-           "recsys_audit.widgets"}  # fmt: skip  (outputs writes the report for run and sign-off)
+WRITERS = {
+    "recsys_audit.outputs",
+    "recsys_audit.signoff",
+    "recsys_audit.signoff_cli",
+    "recsys_audit.notebook",
+    "recsys_audit.widgets",
+}  # fmt: skip  (outputs writes the report for run and sign-off)
 
 
 def _module(path: Path) -> str:

@@ -540,11 +540,13 @@ def sandbox_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
                 folder, free_port(), settings, f"s4{name}{uuid.uuid4().hex[:6]}", log=lambda _: None
             )
             built.append(database)
-            with database.connect() as conn:  # one tenant and a few interactions from the last hours
+            # one tenant and a few interactions from the last minutes, never before this month (whose partition exists)
+            with database.connect() as conn:
                 tenant = conn.execute("INSERT INTO tenants (external_id, name) VALUES ('demo', 'Demo') RETURNING id")
                 conn.execute(
                     "INSERT INTO interaction_events (tenant_id, occurred_at, event_type, item_id) "
-                    "SELECT %s, now() - g * interval '1 minute', 'click', 'item-1' FROM generate_series(1, 40) g",
+                    "SELECT %s, greatest(date_trunc('month', now()), now() - g * interval '1 minute'), 'click', "
+                    "'item-1' FROM generate_series(1, 40) g",
                     (tenant.fetchone()[0],),
                 )
             finish_database(database, settings)
