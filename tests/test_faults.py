@@ -10,6 +10,7 @@ one-line reason naming the cause, and known unaffected checks keep the status of
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -408,6 +409,8 @@ def test_unreachable_endpoints_are_named_once_as_the_root_cause(fault_run: Calla
     failing = [f["id"] for f in run.document["findings"] if f["status"] == "error"]
     assert all(f" {check}," in run.stderr or run.stderr.count(f" {check}\n") for check in failing), "ids kept whole"
     assert sum("connection refused" in line for line in lines) == 4, run.stderr  # once before, once after
+    report = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    assert html.escape(f"Root cause: {'; '.join(causes)}; {errors} checks not evaluated.") in report
     assert [(c["endpoint"], c["reachable"]) for c in run.document["connectivity"]] == [
         ("target", False), ("prometheus", False), ("database", False)
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recsys_audit import checklist, judgement
+from recsys_audit import checklist, judgement, preflight
 from recsys_audit.findings import Finding, Severity, Status, worst
 from recsys_audit.render import plots
 from recsys_audit.render.components import (
@@ -158,9 +158,13 @@ def _banner_html(doc: dict[str, Any]) -> str:
         return ""
     kind = "incomplete" if doc.get("verdict") == "incomplete" else "partial"
     headline = {"incomplete": "Incomplete audit", "partial": "Partial audit"}[kind]
+    errors = sum(finding.get("status") == Status.ERROR for finding in doc.get("findings", []))
+    cause = preflight.root_cause(doc.get("connectivity") or [], errors)
     return (
         f'<div class="ra-banner ra-banner-{kind}"><p><strong>{headline} — not a pass.</strong> '
-        f"Not evaluated: {esc(missing)}.</p></div>"
+        f"Not evaluated: {esc(missing)}.</p>"
+        + (f'<p class="ra-root-cause">Root cause: {esc(cause)}.</p>' if cause else "")
+        + "</div>"
     )
 
 
