@@ -12,60 +12,22 @@ Usage: python benchmarks/bench_hostile.py [--modes huge,drip,…] [--jobs N]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
-from bench_audit import BIN, REPO, hardened_sandbox
+from bench_audit import MB, REPO, audit_command, hardened_sandbox, measured
 
 sys.path.insert(0, str(REPO / "tests"))
 from hostile_servers import MODES, HostileServer
 
-MB = 1_000_000
-
-
-def sample_tree(root: psutil.Process, stop: threading.Event, peaks: dict[str, float]) -> None:
-    while not stop.wait(0.1):
-        try:
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        rss = pss = 0
-        for process in processes:
-            try:
-                info = process.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-        peaks["rss"] = max(peaks.get("rss", 0), rss)
-        peaks["pss"] = max(peaks.get("pss", 0), pss)
-        peaks["processes"] = max(peaks.get("processes", 0), len(processes))
-
 
 def audit(params: Path, out: Path, jobs: int | None) -> tuple[float, int, dict[str, float]]:
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [str(BIN / "recsys-audit"), "run", str(params), "--out", str(out), "--quiet"]
-        + (["--jobs", str(jobs)] if jobs else []),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    peaks: dict[str, float] = {}
-    stop = threading.Event()
-    sampler = threading.Thread(target=sample_tree, args=(psutil.Process(process.pid), stop, peaks), daemon=True)
-    sampler.start()
-    code = process.wait()
-    stop.set()
-    sampler.join()
-    return time.perf_counter() - started, code, peaks
+    run = measured(audit_command([params], out, *(["--jobs", str(jobs)] if jobs else [])))
+    return run.seconds, run.code, {"rss": run.peak_rss, "pss": run.peak_pss}
 
 
 def pointing_at(server: HostileServer, mode: str) -> Callable[[dict[str, Any]], None]:
@@ -103,7 +65,7 @@ def main() -> None:
             rows.append((mode, seconds, code, peaks))
             print(
                 f"  {mode:<14} {seconds:6.1f} s  exit {code}  peak RSS {peaks['rss'] / MB:7.0f} MB  "
-                f"peak PSS {peaks['pss'] / MB:7.0f} MB  ({peaks['processes']:.0f} processes)",
+                f"peak PSS {peaks['pss'] / MB:7.0f} MB",
                 flush=True,
             )
     print("\nfull audit (all sections, load test off), all processes together:")

@@ -41,10 +41,20 @@ class ChecklistItem:
     parent: str | None = None
 
 
+def load_yaml(path: Path) -> Any:
+    """A YAML file of the kit's own (checklist, rules), parsed with libyaml when PyYAML has it."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@cache
+def _document() -> dict[str, Any]:
+    return load_yaml(CHECKLIST_FILE)
+
+
 @cache
 def checklist() -> dict[str, ChecklistItem]:
     """Every bullet by id, in checklist order."""
-    document = yaml.safe_load(CHECKLIST_FILE.read_text(encoding="utf-8"))
+    document = _document()
     found: dict[str, ChecklistItem] = {}
     for section in document["sections"]:
         for entry in section["items"]:
@@ -65,8 +75,7 @@ def checklist() -> dict[str, ChecklistItem]:
 
 @cache
 def section_titles() -> dict[int, str]:
-    document = yaml.safe_load(CHECKLIST_FILE.read_text(encoding="utf-8"))
-    return {int(section["number"]): section["title"] for section in document["sections"]}
+    return {int(section["number"]): section["title"] for section in _document()["sections"]}
 
 
 def children(item_id: str) -> list[str]:

@@ -9,6 +9,8 @@ Every error is one clear message on stderr — never a traceback (set RECSYS_AUD
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import difflib
 import importlib
 import json
@@ -17,7 +19,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from recsys_audit import outputs
 from recsys_audit.findings import Severity, Status
@@ -111,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_many,
         sections=args.sections,
         jobs=args.jobs,
+        fresh_kernels=args.fresh_kernels,
         timeout_s=args.timeout,
         notebooks_dir=Path(args.notebooks) if args.notebooks else None,
         fail_on=args.fail_on,
@@ -289,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="audit one or more environments")
     run.add_argument("envs", nargs="+", metavar="ENV_OR_PATH", help="environment name (params/ENV.yaml) or file")
     run.add_argument("--sections", type=_section_list, help="only these sections, e.g. 0,3")
-    run.add_argument("--jobs", type=int, help="notebooks run at once (default: 2 per core, at most the notebooks)")
+    run.add_argument("--jobs", type=int, help="kernels running notebooks at once (default: one per core)")
+    run.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="a new kernel for every notebook instead of a warm pool (slower; same findings)",
+    )
     run.add_argument("--timeout", type=float, default=300, help="seconds per notebook (default 300)")
     run.add_argument("--fail-on", type=_severity, default=Severity.HIGH, help="lowest failing severity (high)")
     run.add_argument("--out", default="audits", help="output folder, or s3://BUCKET/PREFIX (default ./audits)")
@@ -342,6 +350,18 @@ def _register_plugin(module: str, commands: argparse._SubParsersAction) -> None:
         _error(f"commands of {module} unavailable: {exc}")
         return
     register(commands)
+
+
+def console() -> NoReturn:
+    """The ``recsys-audit`` command: :func:`main`, then exit without tearing the interpreter down object by object
+    (a run leaves about a million objects that would be freed one at a time, ~0.3 s for nothing). Exit handlers
+    still run and the streams are flushed first."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()  # type: ignore[attr-defined]  # what the interpreter would run at exit
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

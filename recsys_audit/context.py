@@ -80,9 +80,10 @@ class AuditContext:
         """One scrape of the service's /metrics per kernel."""
         from recsys_audit.probes.metrics import scrape
 
-        target = self.params.target
-        verify: bool | str = str(self.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
-        return self.memo("probe:metrics", lambda: scrape(self.params.resolved_metrics_url, target.timeout_s, verify))
+        params = self.params
+        return self.memo(
+            "probe:metrics", lambda: scrape(params.resolved_metrics_url, params.target.timeout_s, params.tls())
+        )
 
     @property
     def prometheus(self) -> PrometheusClient:
@@ -102,8 +103,7 @@ class AuditContext:
         from recsys_audit.probes.manifest import ObjectStore, artifact_scope, uri_scope
 
         def open_store() -> ObjectStore:
-            params, target = self.params, self.params.target
-            verify: bool | str = str(params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
+            params = self.params
             template = self.manifest_template
             scopes, artifacts = [], None
             if template:
@@ -114,8 +114,8 @@ class AuditContext:
             return ObjectStore(
                 params.manifests.s3,
                 file_root=params.base_dir,
-                timeout_s=target.timeout_s,
-                verify=verify,
+                timeout_s=params.target.timeout_s,
+                verify=params.tls(),
                 scopes=scopes,
                 artifact_scope=artifacts,
             )

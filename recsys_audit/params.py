@@ -19,6 +19,7 @@ import datetime as dt
 import difflib
 import os
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -580,6 +581,14 @@ class Params(Model):
         """A path from the file, resolved relative to the params file."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def tls(self, ca_bundle: str | None = None) -> ssl.SSLContext:
+        """TLS for a connection to the target's endpoints: ``ca_bundle`` (default ``target.ca_bundle``) when set,
+        else ``target.verify_tls`` (see :func:`recsys_audit.probes.http.tls_context`)."""
+        from recsys_audit.probes.http import tls_context
+
+        bundle = ca_bundle or self.target.ca_bundle
+        return tls_context(self.target.verify_tls, self.path(bundle) if bundle else None)
 
     @property
     def resolved_metrics_url(self) -> str:

@@ -1,8 +1,9 @@
 """The audit runner: validate params, execute the section notebooks in parallel, merge, write the reports.
 
-Notebooks run in-process through papermill's Python API, one thread per notebook and one kernel per thread, so the
-costly imports (papermill, nbformat, nbconvert) are paid once per run rather than once per notebook, and kernels
-start concurrently. Each notebook has a deadline; a cell error, a timeout or a dead kernel ends that notebook only.
+Notebooks run through papermill's Python API on a pool of kernels (:mod:`recsys_audit.kernel_pool`, one per core by
+default) that every environment of a batch shares: a kernel pays its start and imports once and then executes
+notebooks one after another, each from a fresh start. Each notebook has a deadline; a cell error, a timeout or a dead
+kernel ends that notebook only. Each notebook's part of the report is rendered as soon as it ends.
 
 Before the notebooks start, :mod:`recsys_audit.preflight` probes the endpoints the params name once, so that an
 unreachable one is named as the root cause; after them, the run's outputs are written from findings.json through
@@ -20,27 +21,23 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import recsys_audit
 from recsys_audit import catalog as check_catalog
-from recsys_audit import judgement, merge, outputs, preflight, rundir
+from recsys_audit import judgement, kernel_pool, merge, outputs, preflight, rundir
 from recsys_audit.catalog import Section
 from recsys_audit.findings import Finding, Severity, Status, read_findings
 from recsys_audit.params import Params, ParamsError, load_params, walk_secrets
 from recsys_audit.redaction import redact_json, redact_text
 
 NOTEBOOKS_ENV = "RECSYS_AUDIT_NOTEBOOKS"
-KERNEL_START_TIMEOUT_S = 60
 
 
 class UsageError(Exception):
@@ -56,6 +53,7 @@ class NotebookRun:
     seconds: float
     error: str | None = None
     section: int | None = None
+    kernel: str = ""  # the pool's kernel that ran it ("k0 pid 4242, notebook 2"); "" when it did not run
 
 
 @dataclass
@@ -106,11 +104,6 @@ def default_notebooks_dir() -> Path:
     return Path(recsys_audit.__file__).resolve().parent.parent / "notebooks"
 
 
-def default_jobs(notebook_count: int) -> int:
-    """Kernels mostly wait on the network, so twice the cores, at least 2, never more than there are notebooks."""
-    return max(1, min(max(2, (os.cpu_count() or 1) * 2), notebook_count))
-
-
 def _select_sections(catalog: list[Section], wanted: Sequence[int] | None) -> list[Section]:
     if wanted is None:
         return sorted(catalog, key=lambda s: s.number)
@@ -152,18 +145,7 @@ def _register_secrets(params: Params) -> None:
             secret.reveal()
 
 
-# --- executing one notebook ------------------------------------------------------------------------------------
-
-
-def _cell_error(exc: BaseException) -> str:
-    """``ename: evalue`` of a failed cell, or the exception's one-line description."""
-    ename = getattr(exc, "ename", None)
-    if ename:
-        text = f"{ename}: {getattr(exc, 'evalue', '')}"
-    else:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return redact_text(text)[:300]
+# --- an executed notebook -----------------------------------------------------------------------------------------
 
 
 def _scrub_notebook(path: Path) -> None:
@@ -185,54 +167,6 @@ def _scrub_notebook(path: Path) -> None:
             cell["metadata"]["papermill"] = redact_json(cell["metadata"]["papermill"])
     notebook.get("metadata", {}).pop("widgets", None)
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _execute_notebook(audit: _PreparedAudit, section: Section, timeout_s: float, socket_prefix: str) -> NotebookRun:
-    import papermill
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from traitlets.config import Config
-
-    name = section.notebook
-    source = audit.notebooks_dir / f"{name}.ipynb"
-    output = audit.run_dir / "notebooks" / f"{name}.ipynb"
-    started = time.monotonic()
-    if not source.is_file():
-        return NotebookRun(name, "missing", 0.0, f"notebook {source} not found", section.number)
-    deadline = started + timeout_s
-
-    def remaining(_cell: object) -> float:
-        return max(0.01, deadline - time.monotonic())
-
-    status, error = "ok", None
-    try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters={"env": audit.env, "params_path": str(audit.params_path), "run_dir": str(audit.run_dir)},
-            kernel_name=_kernel_name(source),
-            progress_bar=False,
-            start_timeout=KERNEL_START_TIMEOUT_S,
-            timeout_func=remaining,
-            shutdown_kernel="immediate",
-            # Unix sockets (one prefix per kernel): private to the user, no plain-TCP warning on the kernel's stderr.
-            config=Config({"KernelManager": {"transport": "ipc", "ip": socket_prefix}}),
-        )
-    except CellTimeoutError:
-        status, error = "timeout", f"timeout after {timeout_s:g} s"
-    except DeadKernelError:
-        status, error = "died", "DeadKernelError: the kernel died"
-    except Exception as exc:  # a cell error (PapermillExecutionError) or a kernel that would not start
-        status, error = "failed", _cell_error(exc)
-    seconds = round(time.monotonic() - started, 3)
-    if status == "failed" and seconds >= timeout_s:
-        status, error = "timeout", f"timeout after {timeout_s:g} s"
-    _scrub_notebook(output)
-    return NotebookRun(name, status, seconds, error, section.number)
-
-
-def _kernel_name(notebook: Path) -> str:
-    metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
-    return metadata.get("kernelspec", {}).get("name") or "python3"
 
 
 # --- progress --------------------------------------------------------------------------------------------------
@@ -422,12 +356,6 @@ class _AbandonedPollFilter(logging.Filter):
 logging.getLogger("asyncio").addFilter(_AbandonedPollFilter())
 
 
-def _warm_up_renderer() -> None:
-    """Import the HTML exporter while kernels run: the main process is otherwise idle then."""
-    with contextlib.suppress(ImportError):
-        import nbconvert  # noqa: F401
-
-
 def run_many(
     params_paths: Sequence[Path],
     *,
@@ -441,11 +369,13 @@ def run_many(
     catalog: list[Section] | None = None,
     run_ids: Mapping[str, str] | None = None,
     formats: Sequence[str] = outputs.DEFAULT_FORMATS,
+    fresh_kernels: bool = False,
 ) -> list[AuditResult]:
     """Audit several environments in one bounded batch: every params file is validated before any notebook starts
     (:class:`ParamsError`, :class:`UsageError`), the endpoints they name are probed once (:mod:`preflight`), then
-    all notebooks share one pool of ``jobs`` kernels. ``run_ids``: environment name -> the run id to use (default:
-    the UTC start of the run); ``formats``: the outputs written besides findings.json (:mod:`outputs`)."""
+    all notebooks share one pool of ``jobs`` kernels (default: one per core; ``fresh_kernels``: a new kernel for
+    every notebook). ``run_ids``: environment name -> the run id to use (default: the UTC start of the run);
+    ``formats``: the outputs written besides findings.json (:mod:`outputs`)."""
     if timeout_s <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout_s:g}")
     if jobs is not None and jobs < 1:
@@ -453,59 +383,87 @@ def run_many(
     folder = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     if not folder.is_dir():
         raise UsageError(f"{folder}: no notebooks folder — set {NOTEBOOKS_ENV} or pass --notebooks")
-    chosen_catalog = catalog if catalog is not None else check_catalog.sections()
-    loaded = [(Path(p), load_params(p)) for p in params_paths]  # validate all before creating any run directory
-    chosen = _select_sections(chosen_catalog, sections)
-    ids = run_ids or {}
-    audits = [
-        _prepare(path, params, chosen, chosen_catalog, Path(out_dir), folder, ids.get(params.environment.name))
-        for path, params in loaded
-    ]
-    tasks = [(audit, section) for audit in audits for section in audit.sections]
-    multi_env = len(audits) > 1
-    labels = [f"{a.env}/{s.notebook}" if multi_env else s.notebook for a, s in tasks]
-    display = Progress(labels, progress)
-    warm_up = threading.Thread(target=_warm_up_renderer, daemon=True)
-    warm_up.start()
-    for audit, reachability in zip(audits, preflight.check_all([a.params for a in audits]), strict=True):
-        audit.connectivity = redact_json([r.to_dict() for r in reachability])
-        for unreachable in (r for r in reachability if r.problem):
-            note = f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated"
-            display.note(redact_text(note))
-    import papermill  # noqa: F401  (imported once here, not concurrently in every worker)
+    labels: dict[int, str] = {}
+    display: Progress | None = None
+
+    def started(job: kernel_pool.NotebookJob) -> None:
+        if display is not None:
+            display.started(labels[job.key])
 
     papermill_log = logging.getLogger("papermill")
     saved = (papermill_log.level, papermill_log.propagate)
     papermill_log.setLevel(logging.CRITICAL)
     papermill_log.propagate = False
-
-    def work(index: int) -> NotebookRun:
-        audit, section = tasks[index]
-        display.started(labels[index])
-        try:
-            return _execute_notebook(audit, section, timeout_s, f"{sockets}/k{index}")
-        except Exception as exc:  # never let one notebook end the batch
-            return NotebookRun(section.notebook, "failed", 0.0, _cell_error(exc), section.number)
-
-    sockets = tempfile.mkdtemp(prefix="recsys-audit-")
+    # Kernels start first, while the checks' catalog and the params load and the preflight probes.
+    most = len(params_paths) * (len(set(sections)) if sections else len(catalog or check_catalog.CHECK_MODULES))
+    pool = kernel_pool.KernelPool(jobs or kernel_pool.default_size(most), reuse=not fresh_kernels, on_start=started)
     try:
-        with ThreadPoolExecutor(max_workers=jobs or default_jobs(len(tasks))) as pool:
-            futures = {pool.submit(work, i): i for i in range(len(tasks))}
-            for future in as_completed(futures):
-                index = futures[future]
-                run = future.result()
-                audit, section = tasks[index]
-                audit.runs.append(run)
-                recorded = read_findings(audit.run_dir / rundir.FINDINGS_DIR / f"{section.notebook}.jsonl")
-                missing = len(set(section.checks) - {f.id for f in recorded})
-                display.finished(labels[index], run, [str(f.status) for f in recorded], missing)
+        chosen_catalog = catalog if catalog is not None else check_catalog.sections()
+        chosen = _select_sections(chosen_catalog, sections)
+        loaded = [(Path(p), load_params(p)) for p in params_paths]  # all valid before any run directory is made
+        ids = run_ids or {}
+        audits = [
+            _prepare(path, params, chosen, chosen_catalog, Path(out_dir), folder, ids.get(params.environment.name))
+            for path, params in loaded
+        ]
+        tasks = [(audit, section) for audit in audits for section in audit.sections]
+        multi_env = len(audits) > 1
+        labels.update({i: f"{a.env}/{s.notebook}" if multi_env else s.notebook for i, (a, s) in enumerate(tasks)})
+        display = Progress(list(labels.values()), progress)
+        if "html" in formats:
+            threading.Thread(target=_warm_up_renderer, daemon=True).start()
+        for audit, reachability in zip(audits, preflight.check_all([a.params for a in audits]), strict=True):
+            audit.connectivity = redact_json([r.to_dict() for r in reachability])
+            for unreachable in (r for r in reachability if r.problem):
+                note = f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated"
+                display.note(redact_text(note))
+        for index, (audit, section) in enumerate(tasks):
+            source = audit.notebooks_dir / f"{section.notebook}.ipynb"
+            if not source.is_file():
+                run = NotebookRun(section.notebook, "missing", 0.0, f"notebook {source} not found", section.number)
+                _notebook_ended(audit, section, run, display, labels[index], formats)
+                continue
+            parameters = {"env": audit.env, "params_path": str(audit.params_path), "run_dir": str(audit.run_dir)}
+            output = audit.run_dir / rundir.NOTEBOOKS_DIR / f"{section.notebook}.ipynb"
+            pool.submit(kernel_pool.NotebookJob(source, output, parameters, timeout_s, key=index))
+        for result in pool.results():
+            audit, section = tasks[result.job.key]
+            run = NotebookRun(
+                section.notebook, result.status, result.seconds, result.error, section.number, result.kernel
+            )
+            _notebook_ended(audit, section, run, display, labels[result.job.key], formats)
+        pool.stop()  # the kernels shut down while the outputs are written
+        return [_finish(audit, fail_on, formats) for audit in audits]
     finally:
-        shutil.rmtree(sockets, ignore_errors=True)
-        display.close()
+        pool.close()
+        if display is not None:
+            display.close()
         papermill_log.setLevel(saved[0])
         papermill_log.propagate = saved[1]
-    warm_up.join()
-    return [_finish(audit, fail_on, formats) for audit in audits]
+
+
+def _warm_up_renderer() -> None:
+    """Make the report's renderer ready while kernels run: the main process is otherwise idle then."""
+    from recsys_audit.render import report
+
+    with contextlib.suppress(ImportError):
+        report.warm_up()
+
+
+def _notebook_ended(
+    audit: _PreparedAudit, section: Section, run: NotebookRun, display: Progress, label: str, formats: Sequence[str]
+) -> None:
+    """Record a notebook's end: scrub it, show the progress line, render its part of the report while others run."""
+    output = audit.run_dir / rundir.NOTEBOOKS_DIR / f"{section.notebook}.ipynb"
+    _scrub_notebook(output)
+    audit.runs.append(run)
+    recorded = read_findings(audit.run_dir / rundir.FINDINGS_DIR / f"{section.notebook}.jsonl")
+    missing = len(set(section.checks) - {f.id for f in recorded})
+    display.finished(label, run, [str(f.status) for f in recorded], missing)
+    if "html" in formats and output.is_file():
+        from recsys_audit.render.report import notebook_html
+
+        notebook_html(output)
 
 
 def run_audit(
@@ -520,6 +478,7 @@ def run_audit(
     progress: bool = False,
     catalog: list[Section] | None = None,
     formats: Sequence[str] = outputs.DEFAULT_FORMATS,
+    fresh_kernels: bool = False,
 ) -> AuditResult:
     """Audit one environment; see :func:`run_many`. Raises ParamsError / UsageError (exit 2) before anything runs."""
     return run_many(
@@ -533,4 +492,5 @@ def run_audit(
         progress=progress,
         catalog=catalog,
         formats=formats,
+        fresh_kernels=fresh_kernels,
     )[0]

@@ -40,7 +40,7 @@ def test_runtime_dependencies_are_declared() -> None:
     assert declared >= PRODUCT_DEPENDENCIES, PRODUCT_DEPENDENCIES - declared
     dev = {requirement_name(r) for r in project["optional-dependencies"]["dev"]}
     assert {"pytest", "jsonschema", "ruff"} <= dev
-    assert project["scripts"]["recsys-audit"] == "recsys_audit.cli:main"
+    assert project["scripts"]["recsys-audit"] == "recsys_audit.cli:console"
 
 
 def test_package_data_ships_the_schema_and_report_styles() -> None:

@@ -262,11 +262,12 @@ def test_junit_groups_a_section_by_checklist_item() -> None:
 
 WRITERS = {
     "recsys_audit.outputs",
+    "recsys_audit.run",
     "recsys_audit.signoff",
     "recsys_audit.signoff_cli",
     "recsys_audit.notebook",
     "recsys_audit.widgets",
-}  # fmt: skip  (outputs writes the report for run and sign-off)
+}  # fmt: skip  (outputs writes the report for run and sign-off; run renders each notebook as it ends)
 
 
 def _module(path: Path) -> str:

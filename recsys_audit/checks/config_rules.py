@@ -17,9 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from recsys_audit.checklist import EvidenceClass
+from recsys_audit.checklist import EvidenceClass, load_yaml
 from recsys_audit.findings import Outcome, Severity, Status, failed, passed, skipped, warned, worst
 from recsys_audit.probes.config import DEFAULTS, ConfigValue, ConfigView, is_secret_name, parse_duration
 
@@ -155,7 +153,7 @@ def _test(rule_id: str, entry: dict[str, Any]) -> RuleTest:
 
 @cache
 def load_rules() -> tuple[ConfigRule, ...]:
-    document = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    document = load_yaml(RULES_FILE)
     rules = []
     for entry in document["rules"]:
         rule_id = entry.get("id", "?")

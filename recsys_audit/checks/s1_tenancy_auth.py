@@ -98,9 +98,8 @@ def jwks(ctx: AuditContext) -> crafted.JwksDocument:
         url = ctx.params.auth.jwt.jwks_url or ctx.config.value("JWT_JWKS_URL")
         if not url:
             raise ProbeError("no JWKS URL (auth.jwt.jwks_url in params, or JWT_JWKS_URL in config)")
-        bundle = ctx.params.auth.jwt.ca_bundle
-        verify: bool | str = str(ctx.params.path(bundle)) if bundle else ctx.params.target.verify_tls
-        return crafted.fetch_jwks(url, verify, ctx.params.target.timeout_s)
+        tls = ctx.params.tls(ctx.params.auth.jwt.ca_bundle)
+        return crafted.fetch_jwks(url, tls, ctx.params.target.timeout_s)
 
     return ctx.memo("s1:jwks", fetch)
 

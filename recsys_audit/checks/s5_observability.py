@@ -234,9 +234,7 @@ def metrics_series(ctx: AuditContext) -> Outcome:
     warmed = "no credential"
     if ctx.service.has_role("viewer"):
         warmed = f"POST /v1/recommend -> {accepted(ctx.service.recommend(tenant, surface)).status}"
-    target = ctx.params.target
-    verify: bool | str = str(ctx.params.path(target.ca_bundle)) if target.ca_bundle else target.verify_tls
-    snapshot = scrape(ctx.params.resolved_metrics_url, target.timeout_s, verify)
+    snapshot = scrape(ctx.params.resolved_metrics_url, ctx.params.target.timeout_s, ctx.params.tls())
     caches = any(_ttl_positive(ctx, name) for name in ("RECSYS_CONFIG_CACHE_TTL", "RECSYS_RULES_CACHE_TTL"))
     artifacts = artifact_mode(ctx)
 

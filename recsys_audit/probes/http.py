@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextvars
 import re
+import ssl
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpcore
@@ -155,10 +157,23 @@ def _install_deadline(transport: Any) -> None:
         pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
 
 
+def tls_context(verify_tls: bool = True, ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """The audit's one TLS rule for the target's endpoints: a CA bundle when given (the certificate is verified
+    against it, whatever ``verify_tls`` says), else the CAs httpx trusts by default — or, with ``verify_tls`` false and
+    no bundle, no verification at all. Use it through :meth:`recsys_audit.params.Params.tls`."""
+    if ca_bundle is not None:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    context = httpx.create_ssl_context()
+    if not verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def client(
     *,
     timeout_s: float,
-    verify: bool | str = True,
+    verify: ssl.SSLContext | bool = True,
     base_url: str = "",
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:

@@ -254,13 +254,7 @@ class RecommendSender:
             "Accept": "application/json",
             "User-Agent": USER_AGENT + " (load test)",
         }
-        self._context: ssl.SSLContext | None = None
-        if self._https:
-            ca = params.target.ca_bundle
-            self._context = ssl.create_default_context(cafile=str(params.path(ca)) if ca else None)
-            if not params.target.verify_tls:
-                self._context.check_hostname = False
-                self._context.verify_mode = ssl.CERT_NONE
+        self._context: ssl.SSLContext | None = params.tls() if self._https else None
         self._surface = surface
         self._users = user_cardinality
         self._local = threading.local()

@@ -22,6 +22,7 @@ import json
 import os
 import posixpath
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ class ObjectStore:
         *,
         file_root: Path | None = None,
         timeout_s: float = 5.0,
-        verify: bool | str = True,
+        verify: ssl.SSLContext | bool = True,
         max_bytes: int = DEFAULT_MAX_BYTES,
         scopes: list[UriScope] | None = None,
         artifact_scope: UriScope | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ def parse_exposition(text: str) -> MetricsSnapshot:
     return snapshot
 
 
-def scrape(url: str, timeout_s: float = 5.0, verify: bool | str = True) -> MetricsSnapshot:
+def scrape(url: str, timeout_s: float = 5.0, verify: ssl.SSLContext | bool = True) -> MetricsSnapshot:
     """One bounded read of an exposition endpoint (at most ``http.METRICS`` bytes and ``METRICS_MAX_LINES`` lines,
     both checked before parsing)."""
     with http.client(timeout_s=timeout_s, verify=verify) as client:

@@ -81,13 +81,10 @@ class ServiceClient:
     def __init__(self, params: Params, transport: httpx.BaseTransport | None = None) -> None:
         self.params = params
         target = params.target
-        verify: bool | str = target.verify_tls
-        if target.ca_bundle:
-            verify = str(params.path(target.ca_bundle))
         self.base_url = target.base_url.rstrip("/")
         self.timeout_s = target.timeout_s
         self._client = http.client(
-            timeout_s=target.timeout_s, verify=verify, base_url=self.base_url, transport=transport
+            timeout_s=target.timeout_s, verify=params.tls(), base_url=self.base_url, transport=transport
         )
 
     def close(self) -> None:

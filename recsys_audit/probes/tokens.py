@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -156,8 +157,8 @@ class JwksDocument:
         ]
 
 
-def fetch_jwks(url: str, verify: bool | str, timeout_s: float) -> JwksDocument:
-    """GET the JWKS document (TLS verified against ``verify``: True, False or a CA bundle path; at most
+def fetch_jwks(url: str, verify: ssl.SSLContext | bool, timeout_s: float) -> JwksDocument:
+    """GET the JWKS document (TLS as ``verify`` says: :meth:`Params.tls`; at most
     ``http.JWKS`` bytes within ``timeout_s``)."""
     with http.client(timeout_s=timeout_s, verify=verify) as client:
         answer = http.fetch(client, "GET", url, cap=http.JWKS, deadline_s=timeout_s)

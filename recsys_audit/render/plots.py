@@ -67,6 +67,13 @@ class Chart:
 # --- drawing ---------------------------------------------------------------------------------------------------
 
 
+def load_matplotlib() -> None:
+    """Import what drawing needs (it takes a while: done ahead, in the background, where that helps)."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.dates
+    import matplotlib.figure  # noqa: F401
+
+
 def _figure(width_px: int, height_px: int) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -13,14 +13,16 @@ unfold the evidence of what needs attention and leave the code out.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from recsys_audit import checklist, judgement, preflight
 from recsys_audit.findings import Finding, Severity, Status, worst
+from recsys_audit.lean_imports import skip_unused_format_checkers
 from recsys_audit.render import plots
 from recsys_audit.render.components import (
     ATTENTION,
@@ -104,18 +106,43 @@ class NotebookRenderer:
     """One in-process nbconvert exporter (basic template, no page chrome) for all notebooks of a report."""
 
     def __init__(self) -> None:
+        skip_unused_format_checkers()
         from nbconvert import HTMLExporter
 
         self.exporter = HTMLExporter(
             template_name="basic", raw_template=SECTION_TEMPLATE, exclude_input_prompt=True, exclude_anchor_links=True
         )
 
-    def render(self, path: Path) -> str:
+    def render(self, text: str) -> str:
         import nbformat
 
-        notebook = _for_the_report(nbformat.read(path, as_version=4))
+        notebook = _for_the_report(nbformat.reads(text, as_version=4))
         body, _ = self.exporter.from_notebook_node(notebook)
         return body
+
+
+_renderer = functools.cache(NotebookRenderer)  # created for the first notebook, then shared
+_rendered: OrderedDict[str, str] = OrderedDict()  # a notebook's SHA-256 -> its HTML, the newest few
+RENDERED_KEPT = 32
+
+
+def warm_up() -> None:
+    """Build the notebook exporter and load the chart library (the runner calls it while the notebooks run)."""
+    _renderer()
+    plots.load_matplotlib()
+
+
+def notebook_html(path: Path) -> str:
+    """A section's executed notebook as the report shows it. The same content is rendered once per process: the
+    runner renders each notebook as it ends, while the others still run, and the report then finds it done."""
+    data = path.read_bytes()
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _rendered:
+        _rendered[key] = _renderer().render(data.decode("utf-8"))
+        while len(_rendered) > RENDERED_KEPT:
+            _rendered.popitem(last=False)
+    _rendered.move_to_end(key)
+    return _rendered[key]
 
 
 # --- the top: verdict, counts, what needs attention ---------------------------------------------------------------
@@ -320,13 +347,11 @@ def _evidence_html(findings: list[Finding]) -> str:
 # --- sections ------------------------------------------------------------------------------------------------------
 
 
-def _section_html(
-    section: dict[str, Any], findings: list[Finding], run_dir: Path, renderer: Callable[[], NotebookRenderer]
-) -> str:
+def _section_html(section: dict[str, Any], findings: list[Finding], run_dir: Path) -> str:
     number = section["number"]
     notebook = run_dir / "notebooks" / f"{section['notebook']}.ipynb"
     if notebook.is_file():
-        body = f'<div class="ra-notebook">{renderer().render(notebook)}</div>'
+        body = f'<div class="ra-notebook">{notebook_html(notebook)}</div>'
     else:
         body = "<p class='ra-muted'>The notebook did not run; see the findings above.</p>"
     mine = [f for f in findings if f.section == number]
@@ -373,8 +398,7 @@ def report_html(run_dir: Path, allowed_signers: Path | None = None) -> str:
     titles = {int(s["number"]): str(s["title"]) for s in doc.get("sections", [])}
     since = since_last_audit(run_dir, allowed_signers)
     overview = plots.status_overview(findings, sorted(titles.items()))
-    renderer = functools.cache(NotebookRenderer)  # created on the first notebook, then shared
-    sections = "".join(_section_html(s, findings, run_dir, renderer) for s in doc.get("sections", []))
+    sections = "".join(_section_html(s, findings, run_dir) for s in doc.get("sections", []))
     print_note = (
         '<p class="ra-print-only ra-muted">The section notebooks — each question, its probe and the evidence of every '
         "check — follow in the HTML report and are in notebooks/ of the run directory; print leaves them out.</p>"
