@@ -417,23 +417,34 @@ def run_many(
             for unreachable in (r for r in reachability if r.problem):
                 note = f"{audit.env}: {unreachable.text} — the checks that need it will not be evaluated"
                 display.note(redact_text(note))
+        finished: dict[int, AuditResult] = {}
+
+        def ended(index: int, run: NotebookRun) -> None:
+            audit, section = tasks[index]
+            _notebook_ended(audit, section, run, display, labels[index], formats)
+            if len(audit.runs) == len(audit.sections):  # its last notebook: its outputs while others still run
+                finished[id(audit)] = _finish(audit, fail_on, formats)
+
         for index, (audit, section) in enumerate(tasks):
             source = audit.notebooks_dir / f"{section.notebook}.ipynb"
             if not source.is_file():
-                run = NotebookRun(section.notebook, "missing", 0.0, f"notebook {source} not found", section.number)
-                _notebook_ended(audit, section, run, display, labels[index], formats)
+                ended(
+                    index, NotebookRun(section.notebook, "missing", 0.0, f"notebook {source} not found", section.number)
+                )
                 continue
             parameters = {"env": audit.env, "params_path": str(audit.params_path), "run_dir": str(audit.run_dir)}
             output = audit.run_dir / rundir.NOTEBOOKS_DIR / f"{section.notebook}.ipynb"
             pool.submit(kernel_pool.NotebookJob(source, output, parameters, timeout_s, key=index))
+        pool.stop()  # each kernel shuts down once the queue is empty
         for result in pool.results():
-            audit, section = tasks[result.job.key]
-            run = NotebookRun(
-                section.notebook, result.status, result.seconds, result.error, section.number, result.kernel
+            section = tasks[result.job.key][1]
+            ended(
+                result.job.key,
+                NotebookRun(
+                    section.notebook, result.status, result.seconds, result.error, section.number, result.kernel
+                ),
             )
-            _notebook_ended(audit, section, run, display, labels[result.job.key], formats)
-        pool.stop()  # the kernels shut down while the outputs are written
-        return [_finish(audit, fail_on, formats) for audit in audits]
+        return [finished[id(audit)] for audit in audits]
     finally:
         pool.close()
         if display is not None:
