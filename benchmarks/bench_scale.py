@@ -3,7 +3,9 @@
 Starts a hardened sandbox, times the full audit (load test off; median of N runs after a warm-up), then bulk-loads
 the event tables of the same instance (``recsys_audit.sandbox.seed``), analyzes them and times the audit again. The
 checks read catalog statistics, samples and indexes only, so the two figures should stay close (target: the loaded
-audit takes at most 1.5x the empty one). Figures only; nothing is asserted.
+audit takes at most 1.2x the empty one). The restore drill is left out of both: it dumps the whole database and
+restores it into a scratch one, so its time grows with the data by design (an opt-in drill; run it against a replica).
+Figures only; nothing is asserted.
 
 Usage: python benchmarks/bench_scale.py [--runs 3] [--exposures 10000000] [--interactions 1000000]
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import yaml
 from bench_audit import hardened_sandbox, timed_audits
 
 from recsys_audit.sandbox.seed import SeedOptions, seed_exposures, seed_interactions
@@ -49,7 +52,13 @@ def table_sizes(admin_dsn: str) -> str:
 
 
 def median_audit(params: Path, out_dir: Path, runs: int) -> float:
-    return statistics.median(seconds for seconds, _ in timed_audits(params, out_dir, runs))
+    return statistics.median(run.seconds for run, _ in timed_audits(params, out_dir, runs))
+
+
+def without_drill(params: Path) -> None:
+    document = yaml.safe_load(params.read_text(encoding="utf-8"))
+    document.pop("restore_drill", None)
+    params.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
         with hardened_sandbox() as (instance, params):
+            without_drill(params)
             print(f"event tables before: {table_sizes(instance.admin_dsn)}", flush=True)
             empty = median_audit(params, work / "empty", args.runs)
             salt = instance.env.get("EXPOSURE_HASH_SALT", "")
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             loaded = median_audit(params, work / "loaded", args.runs)
         print(f"full audit, empty database:  median {empty:.2f} s")
         print(f"full audit, loaded database: median {loaded:.2f} s")
-        print(f"ratio: {loaded / empty:.2f}x (target <= 1.5x)")
+        print(f"ratio: {loaded / empty:.2f}x (target <= 1.2x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

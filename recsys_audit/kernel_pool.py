@@ -355,17 +355,25 @@ class KernelPool:
         try:
             while (job := self._jobs.get()) is not None:
                 try:
-                    kernel, problem = self._ready_kernel(kernel, job), None
-                except KernelError as exc:
-                    kernel, problem = None, str(exc)
-                result = self._execute(kernel, problem, job)
-                if kernel is not None and (result.status != "ok" or not kernel.warm or not kernel.alive()):
-                    kernel.shutdown()  # a notebook that timed out or broke its kernel costs only itself
-                    kernel = None
+                    kernel, result = self._run_one(kernel, job)
+                except Exception as exc:  # never leave the caller waiting for a result
+                    result = JobResult(job, "failed", 0.0, failure_text(exc))
                 self._results.put(result)
         finally:
             if kernel is not None:
                 kernel.shutdown()
+
+    def _run_one(self, kernel: _Kernel | None, job: NotebookJob) -> tuple[_Kernel | None, JobResult]:
+        """Run ``job`` on ``kernel`` (or a new one); the kernel for the next job, and the result."""
+        try:
+            kernel, problem = self._ready_kernel(kernel, job), None
+        except KernelError as exc:
+            kernel, problem = None, str(exc)
+        result = self._execute(kernel, problem, job)
+        if kernel is not None and (result.status != "ok" or not kernel.warm or not kernel.alive()):
+            kernel.shutdown()  # a notebook that timed out or broke its kernel costs only itself
+            kernel = None
+        return kernel, result
 
     def _ready_kernel(self, kernel: _Kernel | None, job: NotebookJob) -> _Kernel:
         """The kernel for ``job``: the current one, after a fresh start if it ran a notebook, else a new one."""

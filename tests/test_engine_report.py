@@ -83,7 +83,7 @@ def test_report_is_static_and_self_contained(cli_run) -> None:
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
     assert "Content-Security-Policy" in page
     assert 'src="data:image/png;base64,' in page  # the chart stays inline
-    assert "IntSlider(value=3, description='replicas')" in page  # widget as its static fallback
+    assert "IntSlider(value=3, description=&#39;replicas&#39;)" in page  # widget as its static fallback, escaped
     assert "widget-view+json" not in page
     assert page.count('<details class="ra-code">') >= 5  # code hidden but expandable
     for heading in ("Needs attention (", ">Run<", "Sign-off", "Evidence", "Failing", "Checklist items",
