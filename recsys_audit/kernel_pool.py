@@ -333,7 +333,12 @@ class KernelPool:
                 self._jobs.put(None)
 
     def close(self) -> None:
-        """Stop, and wait until every kernel is shut down."""
+        """Drop the notebooks not started yet (none are left unless the caller gave up early, e.g. on Ctrl-C), let
+        the running ones end, and wait until every kernel is shut down."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._jobs.get_nowait()
+        self._stopping = False
         self.stop()
         for thread in self._threads:
             thread.join()

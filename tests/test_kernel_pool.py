@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,20 @@ def test_the_pool_fits_a_containers_cpu_limit(tmp_path: Path, monkeypatch, cpu_m
     assert kernel_pool.usable_cores() == expected
     assert kernel_pool.default_size(notebook_count=1) == 1
     assert kernel_pool.default_size(notebook_count=64) == expected
+
+
+def test_closing_early_drops_the_notebooks_not_started(tmp_path: Path) -> None:
+    """A caller that gives up (Ctrl-C, an error) waits for the running notebook only, not for the queue."""
+    started = tmp_path / "started"
+    slow = notebook(tmp_path, "a_slow", f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(2)")
+    quick = [notebook(tmp_path, f"b_quick_{n}", "x = 1") for n in range(3)]
+    (tmp_path / "out").mkdir()
+    pool = KernelPool(1)
+    for source in [slow, *quick]:
+        pool.submit(NotebookJob(source, tmp_path / "out" / source.name, {"out": ""}, 60, key=source.stem))
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool.close()
+    assert started.exists()
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.ipynb")) == ["a_slow.ipynb"]
