@@ -339,7 +339,9 @@ class TargetParams(Model):
     timeout_s: float = Field(
         5.0, gt=0, le=600, description="every request's deadline: connect, headers and body together (seconds)"
     )
-    verify_tls: bool = Field(True, description="verify the service's TLS certificate")
+    verify_tls: bool = Field(
+        True, description="verify the service's TLS certificate (with ca_bundle set, always verified)"
+    )
     ca_bundle: str | None = Field(None, description="CA bundle to verify the service's TLS certificate")
     behind_proxy: bool = Field(False, description="requests reach the service through a proxy or load balancer")
     production: bool = Field(False, description="judge the target by production rules")

@@ -226,3 +226,24 @@ def test_unknown_environment_and_bad_flags(tmp_path: Path) -> None:
     bad_format = cli("run", str(write(tmp_path, VALID)), "--format", "html,sarf", "--out", str(tmp_path / "a"))
     assert bad_format.returncode == 2 and "unknown format 'sarf' — did you mean 'sarif'?" in bad_format.stderr
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    ("verify_tls", "with_bundle", "verified"),
+    [(True, False, True), (False, False, False), (True, True, True), (False, True, True)],
+)
+def test_one_tls_rule_for_every_connection_to_the_target(tmp_path: Path, verify_tls, with_bundle, verified) -> None:
+    """A CA bundle, when set, is always verified against; without one, ``verify_tls`` decides."""
+    import ssl
+
+    import certifi
+
+    (tmp_path / "ca.pem").write_bytes(Path(certifi.where()).read_bytes())
+    target = {"base_url": "https://127.0.0.1:9", "verify_tls": verify_tls}
+    target |= {"ca_bundle": "ca.pem"} if with_bundle else {}
+    tenants = [{"id": "acme", "surfaces": ["home"]}]
+    path = tmp_path / "tls.yaml"
+    path.write_text(yaml.safe_dump({"environment": {"name": "tls"}, "target": target, "tenants": tenants}))
+    params = load_params(path)
+    for context in (params.tls(), params.tls("ca.pem" if with_bundle else None)):  # the target's, the JWKS' way
+        assert (context.verify_mode == ssl.CERT_REQUIRED, context.check_hostname) == (verified, verified)
