@@ -45,6 +45,14 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from recsys_audit.redaction import MASK, register_secret
 
 
+def expand_user(value: str) -> Path:
+    """``~`` and ``~user`` expanded; left as written when there is no such home (the path then fails as not found)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~nobody-here": pathlib cannot determine that home directory
+        return Path(value)
+
+
 class ParamsError(Exception):
     """A params file that cannot be used: the message names the file, the field path and the fix."""
 
@@ -79,7 +87,7 @@ class Secret:
         return self.ref.partition(":")[2]
 
     def _path(self) -> Path:
-        path = Path(self.target).expanduser()
+        path = expand_user(self.target)
         return Path(os.path.normpath(path if path.is_absolute() or self._base is None else self._base / path))
 
     def problem(self, roots: list[Path] | None = None) -> str | None:
@@ -581,7 +589,7 @@ class Params(Model):
 
     def path(self, value: str) -> Path:
         """A path from the file, resolved relative to the params file."""
-        path = Path(value).expanduser()
+        path = expand_user(value)
         return path if path.is_absolute() else self.base_dir / path
 
     def tls(self, ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -780,7 +788,7 @@ def _with_includes(
     problems: list[_Problem] = []
     for index, entry in enumerate(includes):
         entry_place = _find(located, ("include", index)).place
-        fragment_path = Path(os.path.normpath(path.parent / Path(entry).expanduser()))
+        fragment_path = Path(os.path.normpath(path.parent / expand_user(entry)))
         if not fragment_path.is_file():
             fix, instance = _missing_file_fix(fragment_path)
             problems.append(_Problem(entry_place, "include", f"{fragment_path} does not exist — {fix}", instance))
@@ -975,7 +983,7 @@ def load_params(path: str | Path, *, resolve_secrets: bool = True) -> Params:
     roots = [base_dir]
     secrets_root = raw.get("secrets_root")
     if resolve_secrets and isinstance(secrets_root, str) and secrets_root:
-        root = Path(os.path.normpath(base_dir / Path(secrets_root).expanduser()))
+        root = Path(os.path.normpath(base_dir / expand_user(secrets_root)))
         roots.append(root)  # even when missing: the secrets under it are then missing files, not misplaced ones
         if not root.is_dir():
             fix, instance = _missing_file_fix(root)

@@ -22,6 +22,7 @@ import pandas as pd
 from recsys_audit import storage
 from recsys_audit.findings import Finding, Severity, Status
 from recsys_audit.judgement import DECISIONS, JudgedRun, read_judged_run, score_text
+from recsys_audit.params import expand_user
 from recsys_audit.render import plots
 from recsys_audit.render.components import STATUS_ORDER, esc, finding_card, findings_table_html, grid_html, ordered
 from recsys_audit.render.diff import since_last_audit_html
@@ -345,14 +346,14 @@ class SignoffForm:
         if self.run_dir is None:
             self.result.value = "<p style='color:#cf222e'>Pick a run first.</p>"
             return None
-        given = Path(self.allowed_signers.value).expanduser() if self.allowed_signers.value.strip() else None
+        given = expand_user(self.allowed_signers.value) if self.allowed_signers.value.strip() else None
         try:
             record = storage.sign(
                 self.run_dir,
                 reviewer=self.reviewer.value,
                 role=self.role.value,
                 decision=self.decision.value,
-                key_path=Path(self.key.value).expanduser(),
+                key_path=expand_user(self.key.value),
                 signer=self.signer.value.strip() or None,
                 accept=self.accept.value.replace(",", " ").split(),
                 comment=self.comment.value,

@@ -307,6 +307,7 @@ TARGETED = {
 
 @PROPERTY_SETTINGS
 @given(changes=st.fixed_dictionaries({}, optional=TARGETED))
+@example(changes={"secrets_root": "~0"})  # a home directory that does not exist: pathlib raises RuntimeError
 def test_params_loader_checks_names_urls_timeouts_and_headers(params_dir: Path, changes: dict[str, Any]) -> None:
     """Only the kit's error; and whatever loads is safe to use: a slug, http(s) URLs, finite positive timeouts,
     header names and values without line breaks."""
