@@ -35,6 +35,7 @@ from recsys_audit.lean_imports import skip_unused_format_checkers
 from recsys_audit.redaction import redact_text
 
 ENGINE_NAME = "recsys-audit-pool"
+DEFAULT_KERNEL = "python3"
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 START_TIMEOUT_S = 60  # a kernel's start, or its warm-up
 RESET_TIMEOUT_S = 30  # a fresh start between notebooks
@@ -64,9 +65,13 @@ def default_size(notebook_count: int) -> int:
 
 
 def kernel_name(notebook: Path) -> str:
-    """The kernel a notebook asks for (its kernelspec), ``python3`` when it names none."""
-    metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
-    return metadata.get("kernelspec", {}).get("name") or "python3"
+    """The kernel a notebook asks for (its kernelspec); the default when it names none or cannot be read (papermill
+    then reports why)."""
+    try:
+        metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        return DEFAULT_KERNEL
+    return metadata.get("kernelspec", {}).get("name") or DEFAULT_KERNEL
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,12 @@ def failure_text(exc: BaseException) -> str:
     """``ename: evalue`` of a failed cell, or the exception's one-line description (redacted, bounded)."""
     ename = getattr(exc, "ename", None)
     if ename:
-        text = f"{ename}: {getattr(exc, 'evalue', '')}"
-    else:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return _one_line(f"{ename}: {getattr(exc, 'evalue', '')}")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return _one_line(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
+def _one_line(text: str) -> str:
     return redact_text(text)[:300]
 
 
@@ -130,7 +137,9 @@ class _Kernel:
             raise KernelError(f"kernel {name!r} would not start: {failure_text(exc)}") from exc
         if warm:
             # A kernel whose Python lacks the kit cannot be shared safely: it serves one notebook, then is replaced.
-            self.warm = self._run(WARM_UP, START_TIMEOUT_S, fatal=False)
+            with contextlib.suppress(KernelError):
+                self._run(WARM_UP, START_TIMEOUT_S)
+                self.warm = True
 
     @property
     def pid(self) -> int | None:
@@ -144,22 +153,19 @@ class _Kernel:
         except Exception:
             return False
 
-    def _run(self, code: str, timeout_s: float, fatal: bool = True) -> bool:
-        """Execute ``code`` silently (no history, no execution count, no outputs kept)."""
+    def _run(self, code: str, timeout_s: float) -> None:
+        """Execute ``code`` silently (no history, no execution count, no outputs kept); :class:`KernelError` if it
+        fails or takes longer than ``timeout_s``."""
         try:
             reply = self._sync(self.client.execute_interactive)(
                 code, silent=True, store_history=False, timeout=timeout_s, output_hook=lambda _msg: None
             )
         except Exception as exc:
-            if fatal:
-                raise KernelError(f"kernel {self.label}: {failure_text(exc)}") from exc
-            return False
+            raise KernelError(f"kernel {self.label}: {failure_text(exc)}") from exc
         content = reply.get("content", {})
-        if content.get("status") == "ok":
-            return True
-        if fatal:
-            raise KernelError(f"kernel {self.label}: {content.get('ename')}: {content.get('evalue')}")
-        return False
+        if content.get("status") != "ok":
+            failure = _one_line(f"{content.get('ename')}: {content.get('evalue')}")
+            raise KernelError(f"kernel {self.label}: {failure}")
 
     def fresh_start(self) -> None:
         self._run(FRESH_START, RESET_TIMEOUT_S)
@@ -286,7 +292,6 @@ class KernelPool:
     size: int
     reuse: bool = True
     on_start: Callable[[NotebookJob], None] | None = None
-    kernel_name: str = "python3"
     _jobs: queue.Queue[NotebookJob | None] = field(default_factory=queue.Queue, init=False)
     _results: queue.Queue[JobResult] = field(default_factory=queue.Queue, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
@@ -356,7 +361,7 @@ class KernelPool:
     def _work(self) -> None:
         kernel: _Kernel | None = None
         with contextlib.suppress(KernelError):  # tried again for the first notebook, which then says why it fails
-            kernel = self._new_kernel(self.kernel_name)  # at once: it starts while the caller prepares the jobs
+            kernel = self._new_kernel(DEFAULT_KERNEL)  # at once: it starts while the caller prepares the jobs
         try:
             while (job := self._jobs.get()) is not None:
                 try:
@@ -382,7 +387,7 @@ class KernelPool:
 
     def _ready_kernel(self, kernel: _Kernel | None, job: NotebookJob) -> _Kernel:
         """The kernel for ``job``: the current one, after a fresh start if it ran a notebook, else a new one."""
-        wanted = kernel_name(job.source) if job.source.is_file() else self.kernel_name
+        wanted = kernel_name(job.source)
         if kernel is not None and kernel.name == wanted:
             if not kernel.notebooks_run:
                 return kernel

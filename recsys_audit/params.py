@@ -592,12 +592,13 @@ class Params(Model):
         path = expand_user(value)
         return path if path.is_absolute() else self.base_dir / path
 
-    def tls(self, ca_bundle: str | None = None) -> ssl.SSLContext:
-        """TLS for a connection to the target's endpoints: ``ca_bundle`` (default ``target.ca_bundle``) when set,
-        else ``target.verify_tls`` (see :func:`recsys_audit.probes.http.tls_context`)."""
+    def tls(self, *, jwks: bool = False) -> ssl.SSLContext:
+        """TLS for a connection to the target's endpoints (see :func:`recsys_audit.probes.http.tls_context`): its CA
+        bundle — ``target.ca_bundle``, or for the JWKS endpoint (often another host) ``auth.jwt.ca_bundle`` only —
+        when set, else ``target.verify_tls``."""
         from recsys_audit.probes.http import tls_context
 
-        bundle = ca_bundle or self.target.ca_bundle
+        bundle = self.auth.jwt.ca_bundle if jwks else self.target.ca_bundle
         return tls_context(self.target.verify_tls, self.path(bundle) if bundle else None)
 
     @property

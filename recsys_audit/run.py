@@ -454,10 +454,11 @@ def run_many(
 
 
 def _warm_up_renderer() -> None:
-    """Make the report's renderer ready while kernels run: the main process is otherwise idle then."""
+    """Make the report's renderer ready while kernels run: the main process is otherwise idle then. Only a head
+    start: whatever fails here fails again, and is reported, where the report is rendered."""
     from recsys_audit.render import report
 
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(Exception):
         report.warm_up()
 
 

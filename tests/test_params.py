@@ -229,10 +229,19 @@ def test_unknown_environment_and_bad_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("verify_tls", "with_bundle", "verified"),
-    [(True, False, True), (False, False, False), (True, True, True), (False, True, True)],
+    ("verify_tls", "target_bundle", "jwks_bundle", "verified"),
+    [
+        (True, False, False, (True, True)),
+        (False, False, False, (False, False)),
+        (True, True, True, (True, True)),
+        (False, True, True, (True, True)),
+        (False, True, False, (True, False)),  # the JWKS (often another host) does not borrow the target's bundle
+        (False, False, True, (False, True)),
+    ],
 )
-def test_one_tls_rule_for_every_connection_to_the_target(tmp_path: Path, verify_tls, with_bundle, verified) -> None:
+def test_one_tls_rule_for_every_connection_to_the_target(
+    tmp_path: Path, verify_tls: bool, target_bundle: bool, jwks_bundle: bool, verified: tuple[bool, bool]
+) -> None:
     """A CA bundle, when set, is always verified against; without one, ``verify_tls`` decides."""
     import ssl
 
@@ -240,10 +249,12 @@ def test_one_tls_rule_for_every_connection_to_the_target(tmp_path: Path, verify_
 
     (tmp_path / "ca.pem").write_bytes(Path(certifi.where()).read_bytes())
     target = {"base_url": "https://127.0.0.1:9", "verify_tls": verify_tls}
-    target |= {"ca_bundle": "ca.pem"} if with_bundle else {}
-    tenants = [{"id": "acme", "surfaces": ["home"]}]
+    target |= {"ca_bundle": "ca.pem"} if target_bundle else {}
+    document = {"environment": {"name": "tls"}, "target": target, "tenants": [{"id": "acme", "surfaces": ["home"]}]}
+    document |= {"auth": {"jwt": {"ca_bundle": "ca.pem"}}} if jwks_bundle else {}
     path = tmp_path / "tls.yaml"
-    path.write_text(yaml.safe_dump({"environment": {"name": "tls"}, "target": target, "tenants": tenants}))
+    path.write_text(yaml.safe_dump(document))
     params = load_params(path)
-    for context in (params.tls(), params.tls("ca.pem" if with_bundle else None)):  # the target's, the JWKS' way
-        assert (context.verify_mode == ssl.CERT_REQUIRED, context.check_hostname) == (verified, verified)
+    contexts = (params.tls(), params.tls(jwks=True))
+    assert tuple(c.verify_mode == ssl.CERT_REQUIRED for c in contexts) == verified
+    assert tuple(c.check_hostname for c in contexts) == verified

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import ssl
 from typing import Any
 from urllib.parse import urlparse
 
@@ -98,8 +99,7 @@ def jwks(ctx: AuditContext) -> crafted.JwksDocument:
         url = ctx.params.auth.jwt.jwks_url or ctx.config.value("JWT_JWKS_URL")
         if not url:
             raise ProbeError("no JWKS URL (auth.jwt.jwks_url in params, or JWT_JWKS_URL in config)")
-        tls = ctx.params.tls(ctx.params.auth.jwt.ca_bundle)
-        return crafted.fetch_jwks(url, tls, ctx.params.target.timeout_s)
+        return crafted.fetch_jwks(url, ctx.params.tls(jwks=True), ctx.params.target.timeout_s)
 
     return ctx.memo("s1:jwks", fetch)
 
@@ -598,7 +598,7 @@ def jwks_reachable(ctx: AuditContext) -> Outcome:
     if skip := _jwt_skip(ctx):
         return skip
     document = jwks(ctx)
-    verified = bool(ctx.params.auth.jwt.ca_bundle) or ctx.params.target.verify_tls
+    verified = ctx.params.tls(jwks=True).verify_mode == ssl.CERT_REQUIRED  # what the fetch above used
     evidence = {"url": document.url, "status": document.status, "tls_verified": verified, "keys": document.key_rows()}
     if document.status != 200:
         return failed(f"JWKS answered HTTP {document.status}", **evidence)
